@@ -1,7 +1,7 @@
 """Benchmarks that print numbers, each next to a baseline measured in the same run.
 
     python bench.py                 # every section
-    python bench.py --only entropy  # one section
+    python bench.py --only memory   # one section (or several: --only memory,vocab)
 
 Sections:
     rollout  generated tokens/s of the vLLM and transformers backends (rollout.py) on the
@@ -13,6 +13,8 @@ Sections:
              forms), 1 worker and all workers.
     memory   peak memory of one update micro-batch, 512..8192 response tokens, V = 152,064:
              full-logit path vs the chunked loss head.
+    vocab    train.py for one step on 2 ranks at the 7B's vocabulary (152,064) and a small
+             body: peak RSS of a rank at 8,192-token responses vs 512.
     load     peak host RSS per rank while building the FSDP2 policy: every rank loading vs
              rank 0 loading + broadcast.
     steps    rollout / update / other seconds of a short tiny run vs the report's Table 7.
@@ -42,6 +44,15 @@ import platform
 import subprocess
 import sys
 import time
+
+def _free_port() -> int:
+    """A free TCP port on loopback for a child torchrun / process group."""
+    import socket
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
 
 def bench_rollout(prompts: int = 16, n: int = 4, max_tokens: int = 128) -> dict:
     """Rollout throughput and weight-sync cost (report Table 7: rollout is 72% of a step).
@@ -275,13 +286,10 @@ def measure_update_peak(resp: int, new: bool = True, vocab: int = 152064, hidden
     the full-logit path it replaced. Runs in a fresh interpreter on a free port, with
     vLLM's environment variables dropped so its allocator settings cannot leak in."""
     import os
-    import socket
 
     root = os.path.dirname(os.path.abspath(__file__))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "LD_PRELOAD"))}
-    with socket.socket() as sk:
-        sk.bind(("127.0.0.1", 0))
-        port = str(sk.getsockname()[1])
+    port = str(_free_port())
     code = _MEMORY_CHILD.format(root=root, port=port, vocab=vocab, hidden=hidden, inter=inter, layers=layers,
                                 ckpt=ckpt, new=new, chunk=chunk, resp=resp)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
@@ -376,6 +384,48 @@ dist.destroy_process_group()
 """
 
 
+def bench_vocab(lengths: tuple = (512, 8192)) -> dict:
+    """train.py end to end at the 7B's vocabulary: the peak host RSS of a rank for one step.
+
+    Subject: `torchrun --nproc_per_node=2 train.py` for one step on
+    embedded_model.small_body_model (the 7B tokenizer from the GGUF header, V = 152,064,
+    on a random 2-layer, 256-wide body): D_R = 2 prompts x G = 2 samples, responses of up
+    to T tokens, rejection sampling off (a random model's groups are all wrong and would
+    all be rejected: no update). A random model almost never samples EOS among 152K
+    tokens, so the responses run to T and the update sees sequences of T tokens.
+    Baseline: the same run at T = 512. The peak is train.py's own `host_rss_peak_gib`
+    metric (VmHWM, max over the ranks), the vLLM engine included; the growth from 512 to
+    8,192 is what the response length costs."""
+    import os
+    import tempfile
+
+    from embedded_model import small_body_model
+
+    root = os.path.dirname(os.path.abspath(__file__))
+    tmp = tempfile.mkdtemp(prefix="bench-vocab-")
+    model = small_body_model(os.path.join(tmp, "model"))
+    res = {}
+    for T in lengths:
+        out = os.path.join(tmp, f"T{T}")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+               "train.py", "--recipe", "tiny", "--model", model, "--rollout-batch-size", "2", "--mini-batch-size", "2",
+               "--group-size", "2", "--max-response-len", str(T), "--rejection-sampling", "false", "--max-steps", "1",
+               "--eval-k", "0", "--save-every", "0", "--output-dir", out]
+        p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if p.returncode != 0:
+            raise RuntimeError(p.stdout[-2000:] + p.stderr[-3000:])
+        (rec,) = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+        res[T] = {"peak_gib": rec["host_rss_peak_gib"], "tokens": rec["tokens"], "len_max": rec["response_len_max"],
+                  "t_update": rec["t_update"]}
+    base = res[lengths[0]]["peak_gib"]
+    rows = ["| train.py, 2 CPU ranks, V = 152,064 (2-layer body), D_R 2 x G 2, one step | peak RSS of a rank GiB | "
+            "longest response | update tokens | vs T = " + f"{lengths[0]} |", "|---|---|---|---|---|"]
+    for T, r in res.items():
+        rows.append(f"| T = {T:,} | {r['peak_gib']:.2f} | {r['len_max']:.0f} | {r['tokens']:.0f} | "
+                    f"{r['peak_gib'] - base:+.2f} GiB |")
+    return {"table": "\n".join(rows), "results": res}
+
+
 def bench_load() -> dict:
     """Peak host RSS growth per rank while building the FSDP2 policy (SmolLM2-135M, 2 gloo
     ranks): every rank loading the float32 checkpoint vs rank 0 loading + broadcast.
@@ -387,7 +437,6 @@ def bench_load() -> dict:
     flight (the largest: the embedding). Libraries are imported before the baseline,
     so only the model's memory is counted."""
     import os
-    import socket
 
     from embedded_model import embedded_model_path
 
@@ -396,9 +445,7 @@ def bench_load() -> dict:
     # Each variant is its own 2-rank torchrun job, its child script written next to
     # this file (so it imports the project) and removed after.
     for name, new in (("every rank loads the checkpoint (before)", False), ("policy.build_policy: rank 0 loads, broadcast", True)):
-        with socket.socket() as sk:
-            sk.bind(("127.0.0.1", 0))
-            port = sk.getsockname()[1]
+        port = _free_port()
         # OMP_NUM_THREADS=1 per rank, as torchrun sets it for the trainer.
         code = _LOAD_CHILD.format(root=root, path=path, new=new)
         script = os.path.join(root, ".bench_load_child.py")
@@ -491,7 +538,7 @@ def bench_steps(steps: int = 3, metrics: str = "") -> dict:
 
     if not metrics:  # run the README's demo command for `steps` steps, without eval
         out = tempfile.mkdtemp(prefix="bench-steps-")
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
                         "train.py", "--recipe", "tiny", "--max-steps", str(steps), "--eval-k", "0", "--save-every", "0",
                         "--output-dir", out], check=True, cwd=os.path.dirname(os.path.abspath(__file__)),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -586,10 +633,18 @@ def bench_gpu(seq: int = 4096, batch: int = 4, steps: int = 5) -> dict:
     return {"table": table, "results": {"tokens_per_s": tps, "mfu": mfu, "peak_gib": mem, "gen_tokens_per_s": gen_tps}}
 
 
-SECTIONS = {"rollout": bench_rollout, "update": bench_update, "memory": bench_memory,
-            "load": bench_load,
-            "rewards": bench_rewards,
-            "steps": bench_steps, "gpu": bench_gpu}
+SECTIONS = {"rollout": bench_rollout, "update": bench_update, "memory": bench_memory, "vocab": bench_vocab,
+            "load": bench_load, "rewards": bench_rewards, "steps": bench_steps, "gpu": bench_gpu}
+
+
+def _cpu_model() -> str:
+    """The CPU as /proc/cpuinfo names it (with family/model: "AMD EPYC" alone says little)."""
+    try:
+        info = dict(l.split(":", 1) for l in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines() if ":" in l)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
+    except OSError:
+        return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -600,7 +655,7 @@ def main() -> None:
     a = p.parse_args()
     names = a.only.split(",") if a.only else list(SECTIONS)
     # The machine line goes first: numbers from another machine are not comparable.
-    machine = f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    machine = f"{platform.machine()} {_cpu_model()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
     print(f"machine: {machine}\n")
     out = {"machine": machine}
     # Sections run one after the other in this process (the memory and load sections

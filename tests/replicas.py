@@ -94,13 +94,24 @@ def _parquet(rows: list[dict], path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 
+# Every key of the four code-test formats. The released loader keeps a code ground-truth
+# key only if its value is non-empty (download_and_filter_data_7b.py: `if item[key]`),
+# which it would not need unless rows carry other formats' keys empty; the replica writes
+# them as null, so the loaders are tested against that shape too.
+CODE_KEYS = ("import_prefix", "test_code", "entry_point", "fn_name", "inputs", "outputs", "assert_case")
+
+
 def skywork_rl_data(folder: Path) -> Path:
     """The released schema's fixture rows (tests/fixtures/or1_math_code.jsonl) as the
     Skywork-OR1-RL-Data repo: math and code splits, a model_difficulty struct with all
-    three models (missing counts are null, as in the published parquet)."""
+    three models (missing counts are null, as in the published parquet), and each code
+    ground truth carrying every format's keys (the unused ones null)."""
     rows = [json.loads(line) for line in (FIX / "or1_math_code.jsonl").read_text().splitlines()]
     out = {"math": [], "code": []}
     for r in rows:
+        if r["ability"] == "code":
+            gt = json.loads(r["reward_model"]["ground_truth"])
+            r["reward_model"]["ground_truth"] = json.dumps({k: gt.get(k) for k in CODE_KEYS})
         md = r["extra_info"].get("model_difficulty") or {}
         out[r["ability"]].append({
             "data_source": r["data_source"], "prompt": r["prompt"], "ability": r["ability"],

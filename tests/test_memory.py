@@ -12,10 +12,32 @@ import memory_plan as mp
 
 
 def test_known_shapes_match_their_sources():
-    """7B: 7,615,616,512 parameters, the GGUF header's tensor table (28 layers, hidden
-    3584, ffn 18944, 28/4 heads, V 152,064, untied); 32B: ~32.8B (Qwen2.5-32B shape)."""
-    assert mp.KNOWN_SHAPES["deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"].params == 7_615_616_512
+    """7B: the shape the plan uses offline equals the one read from the GGUF header's
+    config (embedded_model.r1_7b_header_folder, through shape_of's config path), and
+    7,615,616,512 parameters, the header's tensor table; 32B: ~32.8B (Qwen2.5-32B)."""
+    from embedded_model import r1_7b_header_folder
+
+    seven = mp.KNOWN_SHAPES["deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"]
+    assert mp.shape_of(r1_7b_header_folder()) == seven
+    assert seven.params == 7_615_616_512
     assert 32.7e9 < mp.KNOWN_SHAPES["deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"].params < 32.8e9
+
+
+def test_the_7b_tokenizer_keeps_the_headers_special_ids():
+    """The tokenizer built from the GGUF header: the header's bos / eos / pad ids, no id
+    added (a naive gguf_file conversion registers bos/eos as new ids, 152,067 entries),
+    special tokens encoded as one id, and every id of the vocabulary decodable."""
+    from transformers import AutoTokenizer
+
+    from embedded_model import r1_7b_header_folder
+
+    tok = AutoTokenizer.from_pretrained(r1_7b_header_folder())
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (151646, 151643, 151654)
+    assert len(tok) <= 152064
+    assert tok(tok.bos_token, add_special_tokens=False)["input_ids"] == [151646]
+    assert tok.convert_ids_to_tokens(151643) == tok.eos_token
+    text = tok.decode(tok("What is 12 + 30? \\boxed{42}", add_special_tokens=False)["input_ids"])
+    assert text == "What is 12 + 30? \\boxed{42}"
 
 
 # (vocab, hidden, intermediate, layers, response tokens, checkpointing): one case where

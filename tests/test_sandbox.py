@@ -133,6 +133,23 @@ HOSTILE = {
 }
 
 
+# The resource and escape attacks again, inside the solution's function, in each of the
+# function formats (the call harness and the two-process assertion harness run the
+# program differently from stdin): each must fail in time and leave nothing behind.
+IN_FUNCTION = {
+    "infinite loop": "def add(a, b):\n    while True:\n        pass",
+    "fork bomb": "import os\ndef add(a, b):\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass",
+    "memory bomb": "def add(a, b):\n    x = bytearray(4 * 1024**3)\n    return a + b",
+    "stdout flood": "import sys\ndef add(a, b):\n    while True:\n        sys.stdout.write('x' * 65536)",
+    "setsid escape": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(100)\ndef add(a, b):\n    time.sleep(100)",
+    "socket to the trainer's host": "import socket\ndef add(a, b):\n    socket.create_connection(('127.0.0.1', PORT), timeout=1)\n    return a + b",
+    "delete files": f"import os\ndef add(a, b):\n    os.remove({CANARY!r})\n    return a + b",
+}
+for _attack, _code in IN_FUNCTION.items():
+    for _fmt, _tests in (("call", CALL), ("LCB call", LCB_CALL), ("assert", ASSERT), ("assert_case", ASSERT_CASE)):
+        HOSTILE[f"{_attack} ({_fmt})"] = (_code, _tests)
+
+
 @pytest.fixture()
 def listener():
     """A TCP server on the trainer's loopback that records connections."""
@@ -228,6 +245,17 @@ FORMAT_CASES = [
     ("assert: check(entry_point) with a helper the test calls", {"import_prefix": "", "entry_point": "decode",
      "test_code": "def check(candidate):\n    for s in ['ab', 'xyz']:\n        assert candidate(encode(s)) == s\n"},
      "def encode(s):\n    return s[::-1]\ndef decode(s):\n    return s[::-1]", "def encode(s):\n    return s[::-1]\ndef decode(s):\n    return s"),
+    ("released loader: empty keys dropped (a null import_prefix, an empty fn_name: stdin)",
+     {"import_prefix": None, "test_code": None, "entry_point": None, "fn_name": "", "assert_case": None,
+      "inputs": ["1 2\n"], "outputs": ["3\n"]},
+     SOLVE, "print(4)"),
+    ("assert_case: an argument changed in place", {"assert_case": [
+        "a = [3, 1, 2]; sort_in_place(a); assert a == [1, 2, 3]", "d = {}; fill(d, 2); assert d == {0: 0, 1: 1}"]},
+     "def sort_in_place(a):\n    a.sort()\ndef fill(d, n):\n    for i in range(n):\n        d[i] = i",
+     "def sort_in_place(a):\n    return sorted(a)\ndef fill(d, n):\n    return {i: i for i in range(n)}"),
+    ("assert: a returned generator is iterated", {"import_prefix": "", "entry_point": "evens",
+     "test_code": "def check(candidate):\n    assert list(candidate(5)) == [0, 2, 4]\n"},
+     "def evens(n):\n    for i in range(0, n, 2):\n        yield i", "def evens(n):\n    yield from range(n)"),
     ("assert_case: names from the prelude and Solution()", {"assert_case": [
         "assert Solution().lcm(4, 6) == 12", "assert lcm_all([4, 6, 10]) == 60", "assert lcm_all([]) < inf"]},
      "class Solution:\n    def lcm(self, a, b):\n        return a * b // gcd(a, b)\n"

@@ -186,10 +186,14 @@ def test_every_ablation_flag_runs_one_step(name, boxed_model, small_sum_jsonl, t
     assert check(m[0]), m[0]
 
 
-def test_a_rank_with_only_over_long_prompts_finishes(boxed_model, tmp_path):
+@pytest.mark.parametrize("G,extra", [(4, []), (1, ["--kl-coef", "0.01"])], ids=["G4", "G1-kl"])
+def test_a_rank_with_only_over_long_prompts_finishes(G, extra, boxed_model, tmp_path):
     """2 ranks, D_R = 2: every step one rank receives the over-long prompt, which the
     engine drops, and has nothing to roll out, score or train on. It must neither crash
-    (empty reward tensors) nor hang the other rank in a collective."""
+    (empty reward tensors) nor hang the other rank in a collective. With G = 1 the other
+    rank's single sequence cannot be shared either: the first rank has no sequence to
+    train on at all, with the KL reference model on (its empty log-prob list once read as
+    "no reference" there and broke the metrics)."""
     import conftest
 
     short = conftest.small_sum_rows(1)[0]
@@ -199,13 +203,14 @@ def test_a_rank_with_only_over_long_prompts_finishes(boxed_model, tmp_path):
     data.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")
     out = tmp_path / "run"
     torchrun(["train.py", "--recipe", "tiny", "--model", boxed_model, "--data", str(data), "--output-dir", str(out),
-              "--rollout-batch-size", "2", "--mini-batch-size", "2", "--group-size", "4", "--max-response-len", "16",
-              "--rollout-max-prompt-len", "64", "--max-steps", "2", "--rejection-sampling", "false", "--eval-k", "0"],
+              "--rollout-batch-size", "2", "--mini-batch-size", "2", "--group-size", str(G), "--max-response-len", "16",
+              "--rollout-max-prompt-len", "64", "--max-steps", "2", "--rejection-sampling", "false", "--eval-k", "0", *extra],
              timeout=900)
     m = _metrics(out)
     assert [r["step"] for r in m] == [1, 2]
+    assert all(("kl_ref" in r) == bool(extra) for r in m)
     stats = json.loads((out / "stage1" / "prompt_stats.json").read_text())
-    assert stats["seen"] == {"0": 2 * 4}  # only the short prompt was sampled, G=4 per step
+    assert stats["seen"] == {"0": 2 * G}  # only the short prompt was sampled, G per step
 
 
 def test_a_batch_whose_groups_are_all_rejected_is_not_a_step(boxed_model, small_sum_jsonl, tmp_path):
