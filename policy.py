@@ -121,9 +121,11 @@ def accumulate_gradients(model, seqs: list, old_lp: list, adv: list[float], ref_
     """Forward + backward of eq. 3.1 over this rank's share of one SGD step (step 8):
     packed micro-batches, the chunked loss head, loss divided by `denom` (the step's
     global token count), gradients accumulated in the parameters. Returns token-weighted
-    metric sums (AGG_KEYS, + kl_ref)."""
+    metric sums (AGG_KEYS, + kl_ref) and "loss": this rank's share of the step's eq. 3.1
+    loss (summed over the ranks, the loss of the whole SGD step)."""
     world = dist.get_world_size()
     agg = dict.fromkeys(AGG_KEYS + (("kl_ref",) if ref_lp is not None else ()), 0.0)
+    loss_sum = 0.0  # already divided by the global count: a plain sum, not token-weighted
     for mb, b in micro_batches(seqs, cfg.micro_batch_tokens, pad_id, device):
         lp, ent = score(model, b, cfg.temperature)  # [n] each, with grad
         lp, ent = packing.per_sequence(lp, b["lengths"]), packing.per_sequence(ent, b["lengths"])  # [S, R]
@@ -142,7 +144,8 @@ def accumulate_gradients(model, seqs: list, old_lp: list, adv: list[float], ref_
         # count, so scale by world size to get the one-big-batch gradient (checked in
         # float64 by tests/dist_grad_check.py and tests/dist_pack_check.py).
         (loss * world).backward()
+        loss_sum += float(loss.detach())
         mets["entropy_full"] = mets["entropy"]  # full-vocabulary H of the update's forward
         for k in agg:
             agg[k] += mets["tokens"] if k == "tokens" else mets[k] * mets["tokens"]
-    return agg
+    return {**agg, "loss": loss_sum}

@@ -1,7 +1,7 @@
 """Run under torchrun (2 gloo ranks): the trainer's update path -- sequences balanced over
 ranks by tokens (packing.exchange), packed micro-batches, the chunked loss head inside the
 FSDP2 root -- gives the same loss and gradients as the padded, full-logit path of one
-process, in float64. Usage: dist_pack_check.py OUT {tied,untied}
+process, in float64. Usage: dist_pack_check.py OUT {tied,untied} [balanced|uneven]
 
 Reference (every rank, unsharded copy): the sequences right-padded into one [B, L]
 batch with an attention mask, transformers' own lm_head -> [B, L, V] logits, then
@@ -9,8 +9,10 @@ loss.token_logprobs / entropy_from_logits / policy_loss divided by the global to
 Distributed: rank 0 holds every sequence, packing.balance + exchange spread them over
 the 2 ranks, policy.old_logprobs and policy.accumulate_gradients run with a 24-token
 micro-batch budget (several micro-batches; the longest sequence, 29 tokens, runs alone
-and the head walks it in chunks of 4 positions), temperature 0.7. Writes the max
-absolute differences (old log-probs, loss, gradients) to OUT/rank<r>.json.
+and the head walks it in chunks of 4 positions), temperature 0.7. `uneven` sends rank 0
+only the longest sequence (one micro-batch) and rank 1 the other six (several): rank 0
+then runs zero-weight dummy micro-batches to keep FSDP2's collectives in step. Writes
+the max absolute differences (old log-probs, loss, gradients) to OUT/rank<r>.json.
 """
 
 import copy
@@ -28,7 +30,7 @@ from recipes import Config  # noqa: E402
 from loss import ScoredHead, entropy_from_logits, policy_loss, token_logprobs  # noqa: E402
 
 
-def main(out: str, tie: str) -> None:
+def main(out: str, tie: str, placement: str = "balanced") -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     from torch.distributed.fsdp import fully_shard
@@ -71,7 +73,10 @@ def main(out: str, tie: str) -> None:
     fully_shard(model)
     old_rows = [old[i, :r].clone() for i, (_, r) in enumerate(lens)]
     items = [(t, [p, adv[i], i]) for i, (t, p) in enumerate(seqs)] if rank == 0 else []
-    dest = packing.balance([len(t) for t, _ in seqs], world) if rank == 0 else []
+    if placement == "uneven":  # the 29-token sequence alone on rank 0, the rest on rank 1
+        dest = [0 if i == 3 else 1 for i in range(len(seqs))] if rank == 0 else []
+    else:
+        dest = packing.balance([len(t) for t, _ in seqs], world) if rank == 0 else []
     got = packing.exchange(items, dest, torch.device("cpu"))
     mine = [(t, int(n[0])) for t, n in got]
     index = [int(n[2]) for _, n in got]  # which sequence each received one is
@@ -80,12 +85,15 @@ def main(out: str, tie: str) -> None:
     old_diff = max([(a - lp_ref[i, : len(a)].detach()).abs().max().item() for a, i in zip(recomputed, index)] or [0.0])
     mets = policy.accumulate_gradients(model, mine, [old_rows[i] for i in index], [adv[i] for i in index], None, n_tok,
                                       coef, tc, 0, torch.device("cpu"))
-    tokens = torch.tensor([mets["tokens"]], dtype=torch.float64)
-    dist.all_reduce(tokens)
+    n_passes = sum(1 for _ in policy.micro_batches(mine, tc.micro_batch_tokens, 0, torch.device("cpu")))
+    n_real = sum(1 for mb, _ in policy.micro_batches(mine, tc.micro_batch_tokens, 0, torch.device("cpu")) if mb)
+    tokens = torch.tensor([mets["tokens"], mets["loss"]], dtype=torch.float64)
+    dist.all_reduce(tokens)  # over the ranks: every token once, the loss of the whole step
     diff = 0.0
     for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
         diff = max(diff, (p.grad.full_tensor() - q.grad).abs().max().item())
-    res = {"rank": rank, "received": len(mine), "tokens": tokens.item(), "n_tok": n_tok,
+    res = {"rank": rank, "received": len(mine), "tokens": tokens[0].item(), "n_tok": n_tok,
+           "passes": n_passes, "real_micro_batches": n_real, "loss_abs_diff": abs(tokens[1].item() - loss_ref.item()),
            "old_logprob_max_abs_diff": old_diff, "grad_max_abs_diff": diff}
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(res))
@@ -94,4 +102,4 @@ def main(out: str, tie: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

@@ -181,18 +181,24 @@ def test_chunked_head_equals_full_logits_values_and_gradients(temperature, with_
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("tie", ["tied", "untied"])
-def test_packed_chunked_update_equals_padded_full_logits_two_gloo_ranks(tie, tmp_path):
+@pytest.mark.parametrize("tie,placement", [("tied", "balanced"), ("untied", "balanced"), ("tied", "uneven")])
+def test_packed_chunked_update_equals_padded_full_logits_two_gloo_ranks(tie, placement, tmp_path):
     """train.py's update (sequences balanced over 2 ranks, packed micro-batches, the chunked
     head as the FSDP2 root's lm_head) == the padded full-logit path of one process, in
-    float64, for tied and untied embeddings (tests/dist_pack_check.py)."""
+    float64, for tied and untied embeddings (tests/dist_pack_check.py): loss, old
+    log-probs and gradients. `uneven`: one rank has one micro-batch, the other several,
+    so the first runs zero-weight dummies, which must change nothing."""
     import json
 
     from conftest import torchrun
 
-    torchrun(["tests/dist_pack_check.py", str(tmp_path), tie])
+    torchrun(["tests/dist_pack_check.py", str(tmp_path), tie, placement])
     res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert sum(r["received"] for r in res) == 7 and all(r["received"] > 0 for r in res)
+    assert res[0]["passes"] == res[1]["passes"]  # FSDP2: the same number of passes on every rank
+    if placement == "uneven":
+        assert res[0]["real_micro_batches"] == 1 < res[1]["real_micro_batches"] == res[1]["passes"]
     for r in res:
         assert r["tokens"] == r["n_tok"]  # every response token scored exactly once over the ranks
         assert r["old_logprob_max_abs_diff"] < 1e-12 and r["grad_max_abs_diff"] < 1e-12, r
+        assert r["loss_abs_diff"] < 1e-12, r

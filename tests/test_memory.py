@@ -82,3 +82,28 @@ def test_a_recipe_that_does_not_fit_is_refused_before_loading_weights(tmp_path):
     err = p.stderr + p.stdout
     assert "DOES NOT FIT" in err and "refused before loading any weight" in err
     assert "--cpu-offload" in err and "more GPUs" in err
+
+
+@pytest.mark.parametrize("arch", ["llama-tied", "qwen2-untied"])
+def test_one_host_copy_load_gives_the_checkpoint_weights(arch, tmp_path):
+    """policy.build_policy on 2 gloo ranks (meta skeleton, FSDP2 shards, rank 0 reads and
+    broadcasts): every gathered parameter equals from_pretrained's bit for bit, RoPE
+    buffers included, and a tied lm_head still is the embedding (tests/dist_load_check.py)."""
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    from conftest import torchrun
+
+    kw = dict(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+              num_key_value_heads=1, head_dim=32, max_position_embeddings=256)
+    config = LlamaConfig(tie_word_embeddings=True, **kw) if arch == "llama-tied" else Qwen2Config(tie_word_embeddings=False, **kw)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "model")
+    torchrun(["tests/dist_load_check.py", str(tmp_path / "out"), str(tmp_path / "model")])
+    for r in (0, 1):
+        res = json.loads((tmp_path / "out" / f"rank{r}.json").read_text())
+        assert res["params"] == res["want"]  # the ScoredHead swap keeps every parameter's name
+        assert res["max_abs_diff"] == 0.0 and res["buffer_max_abs_diff"] == 0.0, res
+        assert res["lm_head_is_embedding"] == (arch == "llama-tied")
