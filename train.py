@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         engine.wake_up()
         samples = engine.generate([run.rows[p]["prompt"] for p in batch], n=G, temperature=cfg.temperature,
                                   top_p=cfg.top_p, max_new_tokens=cfg.max_response_len,
-                                  seed=[sample_seed(cfg.seed, cfg.stage, run.draw, j) for j in slots])
+                                  seed=rollout_seeds(cfg, run.draw, slots))
         engine.sleep()  # GPU: give the memory back to the trainer; CPU: no-op
         t_rollout = time.perf_counter() - t0
         # Prompts longer than the prompt budget were dropped by the engine (and counted);
@@ -445,6 +445,13 @@ def dry_run(cfg: Config) -> None:
 # ------------------------------------------------------------------------------------
 # Inside a step: what only distribution needs, and the bookkeeping of steps 11 and 12
 # ------------------------------------------------------------------------------------
+
+
+def rollout_seeds(cfg: Config, draw: int, slots: list[int]) -> list[int]:
+    """One seed per prompt of rollout batch `draw`, keyed by its place in the batch (not
+    by rank): rollout.VLLMEngine derives sample j's stream from it, so no two samples of
+    a run share a stream, even for the same prompt listed twice."""
+    return [sample_seed(cfg.seed, cfg.stage, draw, j) for j in slots]
 
 
 def tp_share(run: Run, samples: list) -> tuple[list, list]:

@@ -96,8 +96,9 @@ class CountingEngine:
 
 
 def test_interrupted_eval_resumes_from_its_jsonl(boxed_model, small_sum_jsonl, tmp_path):
-    """Problem q always uses seed + q: a run cut after 6 problems and resumed writes the
-    same lines as one uninterrupted run, and samples only the 10 missing problems."""
+    """Problem q is always sampled with rollout.sample_seed(seed, q): a run cut after 6
+    problems and resumed writes the same lines as one uninterrupted run, and samples only
+    the 10 missing problems; one chunk of 16 instead of chunks of 4 writes them too."""
     from data import load_rows
     from eval import evaluate, summarize
     from rollout import RolloutConfig, VLLMEngine
@@ -116,6 +117,8 @@ def test_interrupted_eval_resumes_from_its_jsonl(boxed_model, small_sum_jsonl, t
     lines = lambda p: sorted(l for l in p.read_text().splitlines() if l.endswith("}"))  # noqa: E731
     assert lines(tmp_path / "cut.jsonl") == lines(tmp_path / "full.jsonl")
     assert resumed == full == summarize(tmp_path / "full.jsonl") and full["problems"] == 16
+    evaluate(engine, rows, out_path=tmp_path / "one_chunk.jsonl", **{**kw, "chunk": 16})
+    assert lines(tmp_path / "one_chunk.jsonl") == lines(tmp_path / "full.jsonl")  # independent of the chunking
 
 
 def test_eval_data_parallel_matches_one_process(boxed_model, small_sum_jsonl, tmp_path):
@@ -181,3 +184,22 @@ def test_wrong_config_or_split_lists_the_published_ones(tmp_path):
         data.read_repo(str(aime25), "test", "AIME2025")
     with pytest.raises(ValueError, match=r"no split 'train'; its splits are \['test'\]"):
         data.read_repo(str(aime25), "train", "AIME2025-I")
+
+
+def test_a_truncated_response_scores_zero_unless_graded(boxed_model, small_sum_jsonl, tmp_path):
+    """9 tokens hold the boxed model's whole answer ("The answer is \\boxed{N}") but not
+    the EOS after it: every response is cut at --max-tokens. By default (report §3.2.3)
+    a cut response scores 0; --truncated-reward grade grades its text, as released."""
+    from data import load_rows
+    from eval import evaluate
+    from rollout import RolloutConfig, VLLMEngine
+
+    rows = load_rows(small_sum_jsonl)
+    engine = VLLMEngine(boxed_model, RolloutConfig(dtype="float32", max_model_len=512, enforce_eager=True))
+    kw = dict(k=4, temperature=1.0, top_p=1.0, max_tokens=9, seed=7, progress=False)
+    zero = evaluate(engine, rows, out_path=tmp_path / "zero.jsonl", **kw)
+    graded = evaluate(engine, rows, out_path=tmp_path / "grade.jsonl", truncated_reward="grade", **kw)
+    assert zero["trunc_ratio"] == graded["trunc_ratio"] > 0.9  # the same samples (same seeds), nearly all cut
+    recs = [json.loads(l) for l in (tmp_path / "zero.jsonl").read_text().splitlines()]
+    assert not any(c for r in recs for c, t in zip(r["correct"], r["truncated"]) if t)  # no cut response scored
+    assert zero["avg@k"] < graded["avg@k"], (zero, graded)

@@ -74,14 +74,16 @@ def test_identical_prompts_get_distinct_samples_as_trainer_and_eval_seed_them(en
     rows are upsampled 2x) replayed 14 of 16 samples; now all are distinct -- with the
     seeds the trainer passes (step, place in the step) and the ones eval.py passes."""
     from eval import evaluate
-    from rollout import sample_seed
+    from recipes import Config
+    from train import rollout_seeds
 
     p = PROMPTS[1]
-    trainer = engine.generate([p, p], n=4, temperature=1.0, max_new_tokens=8, seed=[sample_seed(0, 5, j) for j in (0, 1)])
+    seeds = rollout_seeds(Config(), draw=5, slots=[0, 1])  # what train.py passes for batch 5
+    trainer = engine.generate([p, p], n=4, temperature=1.0, max_new_tokens=8, seed=seeds)
     assert [x.prompt_index for x in trainer] == [0] * 4 + [1] * 4
     assert len({tuple(x.response_ids) for x in trainer}) == 8
     # Reproducible: the same call again gives the same samples.
-    again = engine.generate([p, p], n=4, temperature=1.0, max_new_tokens=8, seed=[sample_seed(0, 5, j) for j in (0, 1)])
+    again = engine.generate([p, p], n=4, temperature=1.0, max_new_tokens=8, seed=rollout_seeds(Config(), 5, [0, 1]))
     assert [x.response_ids for x in again] == [x.response_ids for x in trainer]
 
     class Recording:  # the real engine, keeping what eval.py's call returned

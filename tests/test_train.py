@@ -168,11 +168,17 @@ ABLATIONS = {
         ["--entropy-mode", "off", "--mini-batch-size", "8", "--top-p", "0.9"],
         lambda r: r["entropy_coef"] == 0.0 and r["sgd_steps"] in (0, 1)),
     # FSDP2 CPU offload (a gloo group on CPU; "cpu:gloo,cuda:nccl" on GPUs), checkpointing on,
-    # a loss-head chunk of 8 positions, truncated responses graded as the released code does.
+    # a loss-head chunk of 8 positions, truncated responses graded as the released code does:
+    # 9 tokens hold "The answer is \boxed{N}" but not the EOS after it, so every response is
+    # cut (finish reason "length") and still scores when graded.
     "cpu-offload-ckpt-small-chunks-grade-truncated": (
         ["--cpu-offload", "--grad-checkpointing", "on", "--head-chunk-tokens", "8", "--micro-batch-tokens", "64",
-         "--truncated-reward", "grade", "--rejection-sampling", "false"],
-        lambda r: r["sgd_steps"] == 2 and r["tokens"] > 0),
+         "--truncated-reward", "grade", "--rejection-sampling", "false", "--max-response-len", "9"],
+        lambda r: r["sgd_steps"] == 2 and r["tokens"] > 0 and r["trunc_ratio"] == 1.0 and r["reward_mean"] > 0),
+    # The default (report §3.2.3): the same cut responses score 0 without being graded.
+    "truncated-score-zero": (
+        ["--rejection-sampling", "false", "--max-response-len", "9"],
+        lambda r: r["trunc_ratio"] == 1.0 and r["reward_mean"] == 0.0),
 }
 
 
