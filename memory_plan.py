@@ -175,23 +175,33 @@ def plan(m: ModelShape, *, gpus: int, gpu_gib: float, prompt_len: int, response_
     }
 
 
-def suggestions(p: dict, cfg_flags: dict) -> list[str]:
-    """Flags that would make a plan fit, most effective first."""
+def suggestions(m: ModelShape, kw: dict) -> list[str]:
+    """Flags that would make a plan fit, each checked by planning again with it: "fits"
+    when that flag alone is enough (with the update peak it gives), else "not enough
+    alone". `kw` is the plan()'s keyword arguments of the run that does not fit."""
+    def verdict(**change) -> str:
+        q = plan(m, **{**kw, **change})
+        return (f"fits alone: update peak {q['update_total'] / GiB:.1f} GiB, {q['kv_sequences']:.1f} sequences of KV cache"
+                if q["fits"] else f"not enough alone: update peak {q['update_total'] / GiB:.1f} GiB")
     out = []
-    u = p["update"]
-    if not cfg_flags.get("grad_checkpointing"):
-        out.append("--grad-checkpointing on (activations shrink from all layers to one)")
-    if p["tokens"] > cfg_flags.get("prompt_len", 0) + cfg_flags.get("response_len", 0):
-        out.append(f"--micro-batch-tokens {cfg_flags.get('prompt_len', 0) + cfg_flags.get('response_len', 0)} "
-                   "(a smaller micro-batch; one full sequence is the floor)")
-    if u["loss head chunk"] > 2 * GiB:
-        out.append("--head-chunk-tokens 256 (a smaller loss-head chunk)")
-    if not cfg_flags.get("cpu_offload"):
-        out.append("--cpu-offload (parameters, gradients and AdamW state in host RAM)")
-    out.append(f"more GPUs (torchrun --nnodes N): shards shrink as 1/GPUs (now {p['gpus']})")
+    p = plan(m, **kw)
+    if not kw.get("grad_checkpointing"):
+        out.append(f"--grad-checkpointing on (activations shrink from all layers to one; {verdict(grad_checkpointing=True)})")
+    floor = kw["prompt_len"] + kw["response_len"]
+    if p["tokens"] > floor:
+        out.append(f"--micro-batch-tokens {floor} (one full sequence is the floor; {verdict(micro_batch_tokens=floor)})")
+    if head_bytes(m, kw.get("head_chunk", 1024)) > 2 * GiB:
+        out.append(f"--head-chunk-tokens 256 (a smaller loss-head chunk; {verdict(head_chunk=256)})")
+    if not kw.get("cpu_offload"):
+        out.append(f"--cpu-offload (parameters, gradients and AdamW state in host RAM; {verdict(cpu_offload=True)})")
+    # More GPUs: the smallest whole number of 8-GPU nodes at which the plan fits, if any.
+    more = next((g for g in range(kw["gpus"] + 8, 8 * 65, 8) if plan(m, **{**kw, "gpus": g})["fits"]), None)
+    out.append(f"more GPUs (torchrun --nnodes N): shards shrink as 1/GPUs (now {kw['gpus']}; "
+               + (f"{more} fit)" if more else "no number up to 512 fits alone)"))
     if p["kv_sequences"] < 1:
-        tp = 2 * cfg_flags.get("tp", 1)
-        out.append(f"--rollout-tensor-parallel-size {tp} (vLLM weights split over {tp} GPUs, more room for the KV cache)")
+        tp = 2 * kw.get("tp", 1)
+        out.append(f"--rollout-tensor-parallel-size {tp} (vLLM weights split over {tp} GPUs, more room for the KV cache; "
+                   f"{verdict(tp=tp)})")
     return out
 
 

@@ -229,9 +229,10 @@ def start_stage(cfg: Config) -> Run:
     distributed.print0(f"[magic] recipe={cfg.recipe} stage={cfg.stage} world={world} device={device} start={start}")
     # The memory plan from the model's config alone: refuse a run that cannot fit before
     # any weight is loaded; choose gradient checkpointing and vLLM's memory share.
-    gib = cfg.gpu_memory_gib or (torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else 0)
+    device_gib = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
+    gib = cfg.gpu_memory_gib or device_gib
     if gib:
-        distributed.print0(check_memory(cfg, start, world, gib, refuse=True))
+        distributed.print0(check_memory(cfg, start, world, gib, refuse=True, device_gib=device_gib))
     elif cfg.grad_checkpointing == "auto":  # CPU: plan against this machine's RAM per local rank
         import psutil
 
@@ -398,7 +399,7 @@ def resume_or_start_fresh(run: Run) -> None:
             path.write_text("".join(line + "\n" for line in keep))
 
 
-def check_memory(cfg: Config, model: str, gpus: int, gib: float, refuse: bool) -> str:
+def check_memory(cfg: Config, model: str, gpus: int, gib: float, refuse: bool, device_gib: float | None = None) -> str:
     """memory_plan.py for this stage: resolves --grad-checkpointing auto (on only if the
     activations would not fit without it) and --rollout-gpu-memory-utilization 0 (vLLM
     gets what the plan leaves), then returns the plan as text. refuse=True exits with the
@@ -414,15 +415,14 @@ def check_memory(cfg: Config, model: str, gpus: int, gib: float, refuse: bool) -
         cfg.grad_checkpointing = "off" if mp.plan(shape, grad_checkpointing=False, **kw)["fits"] else "on"
     p = mp.plan(shape, grad_checkpointing=cfg.grad_checkpointing == "on", **kw)
     # vLLM's share of the GPU: its weights plus what is left for the KV cache once the
-    # trainer's resident shards are counted (the update runs while vLLM sleeps).
+    # trainer's resident shards are counted (the update runs while vLLM sleeps). vLLM
+    # applies the share to the device's real total, the plan to `gib`: convert.
     if not cfg.rollout.gpu_memory_utilization:
-        cfg.rollout.gpu_memory_utilization = round(p["gpu_memory_utilization"], 3)
+        cfg.rollout.gpu_memory_utilization = round(p["gpu_memory_utilization"] * gib / (device_gib or gib), 3)
     text = mp.format_plan(p, f"{cfg.recipe} stage {cfg.stage}, T={cfg.max_response_len}, "
                              f"grad checkpointing {cfg.grad_checkpointing}")
     if not p["fits"]:
-        fixes = mp.suggestions(p, {"grad_checkpointing": cfg.grad_checkpointing == "on", "cpu_offload": cfg.cpu_offload,
-                                   "prompt_len": cfg.rollout.max_prompt_len, "response_len": cfg.max_response_len,
-                                   "tp": cfg.rollout.tensor_parallel_size})
+        fixes = mp.suggestions(shape, {**kw, "grad_checkpointing": cfg.grad_checkpointing == "on"})
         text += "\n\nto make it fit, change:\n" + "\n".join(f"  {f}" for f in fixes)
         if refuse:
             raise SystemExit(text + "\n\n(refused before loading any weight; --gpu-memory-gib overrides the device size)")

@@ -107,3 +107,33 @@ def test_one_host_copy_load_gives_the_checkpoint_weights(arch, tmp_path):
         assert res["params"] == res["want"]  # the ScoredHead swap keeps every parameter's name
         assert res["max_abs_diff"] == 0.0 and res["buffer_max_abs_diff"] == 0.0, res
         assert res["lm_head_is_embedding"] == (arch == "llama-tied")
+
+
+def test_each_suggested_flag_is_planned_again():
+    """The 32B's stage 2 on 8 x 80 GiB does not fit: each suggestion says whether it fits
+    alone, from a second plan with that flag (CPU offload does; vLLM TP alone does not,
+    the update peak is the trainer's); more GPUs names the smallest count that fits."""
+    shape = mp.KNOWN_SHAPES["deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"]
+    kw = dict(gpus=8, gpu_gib=80, prompt_len=2048, response_len=24576, micro_batch_tokens=0, grad_checkpointing=True)
+    assert not mp.plan(shape, **kw)["fits"]
+    fixes = {f.split(" (")[0]: f for f in mp.suggestions(shape, kw)}
+    assert "fits alone" in fixes["--cpu-offload"] and mp.plan(shape, **{**kw, "cpu_offload": True})["fits"]
+    assert "not enough alone" in fixes["--rollout-tensor-parallel-size 2"]
+    import re
+
+    n = int(re.search(r"; (\d+) fit\)", fixes["more GPUs"]).group(1))  # the smallest whole number of nodes
+    assert mp.plan(shape, **{**kw, "gpus": n})["fits"] and not mp.plan(shape, **{**kw, "gpus": n - 8})["fits"]
+
+
+def test_vllm_share_is_of_the_real_device():
+    """A plan for 80 GiB on a larger device: vLLM (which applies its share to the whole
+    device) gets the plan's GiB, not the plan's fraction of the larger device."""
+    import train
+    from recipes import parse_config
+
+    cfg = parse_config(["--stage", "1"])
+    train.check_memory(cfg, cfg.model, 8, 80.0, refuse=False)
+    on_80 = cfg.rollout.gpu_memory_utilization
+    cfg = parse_config(["--stage", "1"])
+    train.check_memory(cfg, cfg.model, 8, 80.0, refuse=False, device_gib=141.0)
+    assert cfg.rollout.gpu_memory_utilization == pytest.approx(on_80 * 80 / 141, abs=2e-3)
