@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     """The three commands; each writes its output atomically (data.write_rows)."""
     import argparse
 
+    from rollout import add_engine_flags
+
     p = argparse.ArgumentParser(description="Skywork-OR1 data pipeline (report §6)")
     sub = p.add_subparsers(dest="cmd", required=True)
     # prepare: no model, no GPU; the reference-solution check runs in the sandbox.
@@ -241,11 +243,8 @@ def main(argv: list[str] | None = None) -> None:
         # §6.2 samples with the same 32K budget as the last training stage; a judge's
         # verdict needs far fewer tokens.
         q.add_argument("--max-tokens", type=int, default=32768 if name == "difficulty" else 2048)
-        q.add_argument("--max-prompt-len", type=int, default=2048)
         q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--dtype", default="bfloat16")
-        q.add_argument("--enforce-eager", action="store_true")
-        q.add_argument("--backend", default="vllm", choices=["vllm", "hf"])
+        add_engine_flags(q)  # the engine's settings (rollout.RolloutConfig), as train.py's --rollout-*
         if name == "difficulty":
             q.add_argument("--model", required=True, help="policy whose difficulty is measured (folder or hub id)")
             q.add_argument("--model-name", default="", help="key in model_difficulty (default: --model)")
@@ -269,18 +268,17 @@ def main(argv: list[str] | None = None) -> None:
         data.write_rows(rows, a.out)
         print(f"[prepare] wrote {len(rows)} rows to {a.out}")
         return
-    from rollout import RolloutConfig, build_engine
+    from rollout import build_engine, engine_config
 
     # One engine per rank, its context the prompt budget + the sample budget.
     rank, world, _ = distributed.join()
     rows = data.load_rows(a.data)
-    rcfg = dict(backend=a.backend, dtype=a.dtype, max_model_len=a.max_prompt_len + a.max_tokens,
-                max_prompt_len=a.max_prompt_len, enforce_eager=a.enforce_eager, seed=a.seed)
+    rcfg = engine_config(a, max_model_len=a.max_prompt_len + a.max_tokens, seed=a.seed)
     if a.cmd == "difficulty":
         # The key under model_difficulty: the released data uses the model's short name
         # ("DeepSeek-R1-Distill-Qwen-7B"); by default the --model string itself.
         name = a.model_name or a.model
-        engine = build_engine(a.model, RolloutConfig(**rcfg))
+        engine = build_engine(a.model, rcfg)
         rows = estimate_difficulty(rows, engine, name, a.n_math, a.n_code, a.max_tokens, a.temperature, a.seed,
                                    workers=a.workers)
         # §6.2 drops what the model always solves (N/N) or never solves (0/N): no signal.
@@ -293,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     # Votes add up over the judge models; a row stays with at least --threshold YES.
     total = [0] * len(rows)
     for judge in a.judges.split(","):  # one engine at a time: judges can be large
-        engine = build_engine(judge, RolloutConfig(**rcfg))
+        engine = build_engine(judge, rcfg)
         # This rank's share of the rows; the vote counts are gathered by row index.
         mine = list(range(rank, len(rows), world))
         v = judge_votes([rows[i] for i in mine], engine, a.votes, a.max_tokens, a.seed)

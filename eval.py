@@ -50,7 +50,7 @@ from pathlib import Path
 import data
 import distributed
 import rewards
-from rollout import sample_seed
+from rollout import add_engine_flags, engine_config, sample_seed
 
 # The published benchmark repos: (repo, [(config, split), ...]). Each was checked against
 # its dataset card (tests/replicas.py lists the facts and builds local replicas).
@@ -413,7 +413,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--benchmarks", default="toy", help="comma-separated: toy, aime24, aime25, livecodebench, NAME=FILE, FILE")
     p.add_argument("--k", type=int, default=8, help="samples per problem (report: 32 for AIME, 4 for LCB)")
     p.add_argument("--max-tokens", type=int, default=256, help="max new tokens (report: 32768)")
-    p.add_argument("--max-prompt-len", type=int, default=2048, help="longer prompts are dropped (and counted)")
     p.add_argument("--temperature", type=float, default=1.0, help="report: 1.0; released 7B eval script: 0.6")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--truncated-reward", default="zero", choices=["zero", "grade"],
@@ -425,10 +424,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lcb-end", default="2025-02-01", help="LiveCodeBench: last contest date kept")
     p.add_argument("--lcb-version", default="release_v6", help="LiveCodeBench version tag (release_vN, release_latest, vN, vA_vB)")
     p.add_argument("--chunk", type=int, default=64, help="problems per rank between two appends to the JSONL")
-    p.add_argument("--backend", default="vllm", choices=["vllm", "hf"])
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
-    p.add_argument("--enforce-eager", action="store_true")
+    add_engine_flags(p)  # the engine's settings (rollout.RolloutConfig), as train.py's --rollout-*
     p.add_argument("--out", default="", help="output folder (default <model>/eval, or runs/eval-embedded)")
     a = p.parse_args(argv)
     for flag in ("k", "max_tokens", "chunk"):
@@ -436,20 +432,20 @@ def main(argv: list[str] | None = None) -> dict:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")
 
     from embedded_model import resolve_model
-    from rollout import RolloutConfig, build_engine
+    from rollout import build_engine
 
     # torchrun: one engine per rank, problems split over ranks; plain python: one rank.
     rank, world, _ = distributed.join()
+    if world % a.tensor_parallel_size:
+        p.error(f"--tensor-parallel-size {a.tensor_parallel_size} must divide the number of ranks {world}")
     path = distributed.on_rank0(lambda: resolve_model(a.model))  # "embedded" is converted once
     # Results go beside the checkpoint by default (<model>/eval), so each model keeps its own.
     out = Path(a.out or (Path(path) / "eval" if os.path.isdir(path) and a.model != "embedded" else "runs/eval-embedded"))
     # Loaded before the engine starts, so a bad benchmark name or row fails in seconds.
     benches = [load_benchmark(s.strip(), a.data_seed, a.size, a.lcb_start, a.lcb_end, a.lcb_version) for s in a.benchmarks.split(",")]
-    engine = build_engine(path, RolloutConfig(backend=a.backend, dtype=a.dtype, max_model_len=a.max_prompt_len + a.max_tokens,
-                                              max_prompt_len=a.max_prompt_len, gpu_memory_utilization=a.gpu_memory_utilization,
-                                              enforce_eager=a.enforce_eager, seed=a.seed))
+    engine = build_engine(path, engine_config(a, max_model_len=a.max_prompt_len + a.max_tokens, seed=a.seed))
     results = evaluate_benchmarks(engine, benches, a.k, a.temperature, a.top_p, a.max_tokens, a.seed, out, a.chunk,
-                                  (rank, world, 1), header=f"model: {path}\n\n", truncated_reward=a.truncated_reward)
+                                  (rank, world, a.tensor_parallel_size), header=f"model: {path}\n\n", truncated_reward=a.truncated_reward)
     if rank == 0:
         print(f"\nmodel: {path}\n{table(results)}")
     return results

@@ -15,7 +15,7 @@ Every field has one line of documentation, shown by `python train.py --help`. Th
 engine's settings are rollout.RolloutConfig, nested as `cfg.rollout` (flags
 --rollout-<field>); nothing is declared twice.
 
-Imports: rollout.py (RolloutConfig). Exports: Config, RECIPES, parse_config,
+Imports: rollout.py (RolloutConfig, setting). Exports: Config, RECIPES, parse_config,
 stage_table.
 """
 
@@ -25,12 +25,8 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-from rollout import RolloutConfig
-
-
-def arg(default, help: str, choices: tuple | None = None):
-    """A config field with its one-line help (and the values it may take)."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+from rollout import DERIVED, RolloutConfig
+from rollout import setting as arg  # a field with its one-line help: the one definition
 
 
 @dataclass
@@ -207,7 +203,7 @@ def _flags():
         if f.name != "rollout":
             yield "--" + f.name.replace("_", "-"), f, None
     for f in fields(RolloutConfig):
-        if f.name not in ("max_model_len", "seed"):
+        if f.name not in DERIVED:
             yield "--rollout-" + f.name.replace("_", "-"), f, "rollout"
 
 

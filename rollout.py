@@ -29,14 +29,13 @@ tokens from the same weights, and vLLM's sampled-token log-probs (logprobs_mode
 measured here); the trainer recomputes pi_old itself, as the released code does.
 
 Imports: nothing of the project (torch; vllm or transformers lazily). Exports:
-RolloutConfig, Sample, VLLMEngine, HFEngine, build_engine, iter_full_params,
-         encode_prompts, sample_seed.
+setting, RolloutConfig, add_engine_flags, engine_config, Sample, VLLMEngine, HFEngine,
+build_engine, iter_full_params, encode_prompts, sample_seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import os
 import time
@@ -48,9 +47,11 @@ import torch
 log = logging.getLogger("rollout")
 
 
-def _setting(default, help: str):
-    """A dataclass field with its one-line documentation (recipes.py turns it into --help)."""
-    return field(default=default, metadata={"help": help})
+def setting(default, help: str, choices: tuple | None = None):
+    """A dataclass field with its one-line documentation (and the values it may take):
+    the one way this project declares a setting. recipes.py and add_engine_flags turn
+    the help into --help lines."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
@@ -58,17 +59,48 @@ class RolloutConfig:
     """Engine settings (the sampling settings are per `generate` call). train.py nests it
     in its run config as `cfg.rollout`, with flags --rollout-<field>."""
 
-    backend: str = _setting("vllm", '"vllm" (the real engine, default) or "hf" (transformers generate fallback, ~8x slower).')
-    dtype: str = _setting("bfloat16", "Engine weights and activations; synced weights are cast to it.")
-    max_model_len: int = _setting(4096, "Prompt + response token budget (train.py: max prompt + max response length).")
-    max_prompt_len: int = _setting(2048, "Longer prompts are dropped and counted (released scripts: 2048).")
-    gpu_memory_utilization: float = _setting(0.0, "GPU: share of the device vLLM may take (0: train.py's memory plan decides; 0.85 elsewhere).")
-    cpu_kv_cache_gib: float = _setting(1.0, "CPU: KV-cache GiB per rank (else vLLM asks for 92% of RAM).")
-    tensor_parallel_size: int = _setting(1, "vLLM tensor parallelism (released 32B scripts: 2); ranks of one group share prompts.")
-    enable_sleep: bool = _setting(True, "GPU: vLLM sleeps while the trainer updates (no-op on CPU, where vLLM cannot sleep).")
-    sleep_level: int = _setting(2, "2: drop weights and KV cache (free: the sync re-sends every weight); 1: keep a host copy.")
-    seed: int = _setting(0, "Engine seed; every sample's own seed comes from sample_seed().")
-    enforce_eager: bool = _setting(False, "vLLM: skip torch.compile (5 s instead of ~60 s to start on CPU; slower decode).")
+    backend: str = setting("vllm", '"vllm" (the real engine, default) or "hf" (transformers generate fallback, ~8x slower).',
+                           ("vllm", "hf"))
+    dtype: str = setting("bfloat16", "Engine weights and activations; synced weights are cast to it.")
+    max_model_len: int = setting(4096, "Prompt + response token budget (train.py: max prompt + max response length).")
+    max_prompt_len: int = setting(2048, "Longer prompts are dropped and counted (released scripts: 2048).")
+    gpu_memory_utilization: float = setting(0.0, "GPU: share of the device vLLM may take (0: train.py's memory plan decides; 0.85 elsewhere).")
+    cpu_kv_cache_gib: float = setting(1.0, "CPU: KV-cache GiB per rank (else vLLM asks for 92% of RAM).")
+    tensor_parallel_size: int = setting(1, "vLLM tensor parallelism (released 32B scripts: 2); ranks of one group share prompts.")
+    enable_sleep: bool = setting(True, "GPU: vLLM sleeps while the trainer updates (no-op on CPU, where vLLM cannot sleep).")
+    sleep_level: int = setting(2, "2: drop weights and KV cache (free: the sync re-sends every weight); 1: keep a host copy.")
+    seed: int = setting(0, "Engine seed; every sample's own seed comes from sample_seed().")
+    enforce_eager: bool = setting(False, "vLLM: skip torch.compile (5 s instead of ~60 s to start on CPU; slower decode).")
+
+
+# The engine's settings that a command derives itself (prompt + response budget; the run's seed).
+DERIVED = ("max_model_len", "seed")
+
+
+def add_engine_flags(parser, **defaults) -> None:
+    """--<field> flags for the engine settings of a stand-alone command (eval.py,
+    data_prep.py), made from RolloutConfig's fields: the same help as train.py's
+    --rollout-<field> flags, nothing declared twice. `defaults` overrides a field's
+    default for this command."""
+    import argparse
+
+    for f in dataclasses.fields(RolloutConfig):
+        if f.name in DERIVED:
+            continue
+        default = defaults.get(f.name, f.default)
+        flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"].replace("%", "%%")
+        if isinstance(f.default, bool):  # --enforce-eager / --no-enforce-eager
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        else:
+            parser.add_argument(flag, type=type(f.default), default=default, choices=f.metadata.get("choices"),
+                                help=f"{help_} (default {default})")
+
+
+def engine_config(args, **derived) -> RolloutConfig:
+    """The RolloutConfig of a command line parsed with add_engine_flags, plus the derived
+    settings (max_model_len, seed)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RolloutConfig) if f.name not in DERIVED}
+    return RolloutConfig(**given, **derived)
 
 
 @dataclass
