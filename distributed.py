@@ -11,9 +11,10 @@ so `torchrun --nnodes` spans machines unchanged.
     longest = all_max(len(x))
     parts = all_gather(my_list)             # every rank's list, concatenated in rank order
     print0("only rank 0 prints this")
+    quiet_console(verbose)                  # vLLM / transformers INFO lines off
 
-This file imports torch only. Exports: join, on_rank0, all_sum, all_max, all_gather,
-print0.
+This file imports torch only (transformers lazily, for its logging). Exports: join,
+on_rank0, all_sum, all_max, all_gather, print0, quiet_console.
 """
 
 from __future__ import annotations
@@ -99,3 +100,27 @@ def print0(*args) -> None:
     """print on rank 0 only (or when no group exists), flushed."""
     if not dist.is_initialized() or dist.get_rank() == 0:
         print(*args, flush=True)
+
+
+def quiet_console(verbose: bool) -> None:
+    """A quiet console unless `verbose`: vLLM's and transformers' INFO/WARNING lines (an
+    engine call, a weight reload, a load bar each) and the warnings that only repeat
+    library internals off. Errors, and warnings of this project's own code, still print.
+    Environment defaults reach the libraries not imported yet (vLLM reads its level at
+    import); the loggers of those already imported are set directly."""
+    if verbose:
+        return
+    import logging
+    import warnings
+
+    for var, level in (("VLLM_LOGGING_LEVEL", "ERROR"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+        os.environ.setdefault(var, level)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("vllm").setLevel(logging.ERROR)
+    # Library-internal deprecations (vLLM, torch, transformers), not ours.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\..*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(vllm|torch|transformers)(\..*)?")

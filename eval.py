@@ -426,7 +426,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--chunk", type=int, default=64, help="problems per rank between two appends to the JSONL")
     add_engine_flags(p)  # the engine's settings (rollout.RolloutConfig), as train.py's --rollout-*
     p.add_argument("--out", default="", help="output folder (default <model>/eval, or runs/eval-embedded)")
+    p.add_argument("--verbose", action="store_true", help="keep vLLM's and transformers' own INFO/WARNING lines")
     a = p.parse_args(argv)
+    distributed.quiet_console(a.verbose)  # before the engine (vLLM reads its log level at import)
     for flag in ("k", "max_tokens", "chunk"):
         if getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")

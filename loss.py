@@ -167,7 +167,8 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0, chunk_el
 # logits away; the backward pass recomputes each chunk's logits once, forms dL/dz with
 # the formulas above, and multiplies back into dL/dh (for the decoder) and dL/dW (the
 # lm_head / tied embedding). Peak extra memory is one chunk: ~8 bytes x chunk x V (two
-# float32 [chunk, V] buffers; the bf16 logits and their gradient are shorter-lived).
+# float32 [chunk, V] buffers; the bf16 logits and their gradient are shorter-lived), and
+# in backward the float32 sum of the weight's gradient and one chunk's part of it.
 
 
 class _ChunkedHead(torch.autograd.Function):
@@ -210,9 +211,11 @@ class _ChunkedHead(torch.autograd.Function):
         use_ent = ctx.with_entropy and g_ent is not None and bool(g_ent.ne(0).any())
         g_logp = torch.zeros_like(lse) if g_logp is None else g_logp.to(lse.dtype)
         g_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        # Accumulated in the weight's dtype with one rounding per chunk (addmm_ with beta=1),
-        # as fused-linear cross-entropy kernels do; exact in the float64 tests.
-        g_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        # The weight's gradient sums over every chunk: each chunk's [V, H] product in the
+        # compute dtype (a bf16 matmul, fp32 inside), added into a float32 sum (2.2 GB for
+        # the 7B's lm_head) that is rounded to the weight's dtype once at the end. A bf16
+        # running sum would be rounded once per chunk: 32 times for a 32K response.
+        g_weight = torch.zeros_like(weight, dtype=lse.dtype) if ctx.needs_input_grad[1] else None
         for s in range(0, hidden.shape[0], chunk):
             e = min(s + chunk, hidden.shape[0])
             z = (hidden[s:e] @ weight.T).to(lse.dtype)  # recompute this chunk's logits [c, V]
@@ -234,9 +237,9 @@ class _ChunkedHead(torch.autograd.Function):
             if g_hidden is not None:
                 torch.mm(g_z, weight, out=g_hidden[s:e])  # [c, H]
             if g_weight is not None:
-                g_weight.addmm_(g_z.T, hidden[s:e])  # [V, H]
+                g_weight.add_(g_z.T @ hidden[s:e])  # [V, H]: this chunk's part, into the float32 sum
             del g_z  # before the next chunk's logits exist
-        return g_hidden, g_weight, None, None, None, None
+        return g_hidden, g_weight.to(weight.dtype) if g_weight is not None else None, None, None, None, None
 
 
 def head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,

@@ -114,8 +114,9 @@ def layer_activation_bytes(m: ModelShape) -> int:
 def head_bytes(m: ModelShape, chunk: int) -> int:
     """The loss head's peak: one chunk's float32 logits and softmax/exp buffer
     (loss.head_logprobs; the bf16 logits and logit gradient live while only one of
-    the float32 buffers does)."""
-    return chunk * m.vocab * (4 + 4)
+    the float32 buffers does), and in backward the float32 sum of the lm_head's
+    gradient with one chunk's bf16 part of it (4 + 2 bytes per weight)."""
+    return chunk * m.vocab * (4 + 4) + m.vocab * m.hidden * (4 + 2)
 
 
 def plan(m: ModelShape, *, gpus: int, gpu_gib: float, prompt_len: int, response_len: int, micro_batch_tokens: int,
@@ -145,7 +146,7 @@ def plan(m: ModelShape, *, gpus: int, gpu_gib: float, prompt_len: int, response_
         "gathered bf16 layers (current + prefetch)": 2 * 2 * m.layer_params,
         **acts,
         "final hidden states + their gradient": tokens * m.hidden * 2 * 2,
-        "loss head chunk": head_bytes(m, head_chunk),
+        "loss head chunk (+ the lm_head gradient's fp32 sum)": head_bytes(m, head_chunk),
         "root gradients before reduce-scatter (fp32)": 4 * m.root_params,
         "CUDA context, allocator slack": overhead_gib * GiB,
     }
@@ -190,7 +191,7 @@ def suggestions(m: ModelShape, kw: dict) -> list[str]:
     floor = kw["prompt_len"] + kw["response_len"]
     if p["tokens"] > floor:
         out.append(f"--micro-batch-tokens {floor} (one full sequence is the floor; {verdict(micro_batch_tokens=floor)})")
-    if head_bytes(m, kw.get("head_chunk", 1024)) > 2 * GiB:
+    if head_bytes(m, kw.get("head_chunk", 1024)) - head_bytes(m, 0) > 2 * GiB:  # the part a smaller chunk shrinks
         out.append(f"--head-chunk-tokens 256 (a smaller loss-head chunk; {verdict(head_chunk=256)})")
     if not kw.get("cpu_offload"):
         out.append(f"--cpu-offload (parameters, gradients and AdamW state in host RAM; {verdict(cpu_offload=True)})")

@@ -1,25 +1,26 @@
 """A built-in toy dataset in the Skywork-OR1-RL-Data schema, for the CPU demo and tests.
 
 Rows follow the released schema (data.py: prompt messages, ability, reward_model with a
-JSON-encoded ground truth, extra_info); the code rows cover every test format the
-released scorer reads (sandbox.py).
+JSON-encoded ground truth, extra_info); the code rows cover the stdin, call and
+assertion test formats the released scorer reads (code_tests.py).
 
 The toy math task is 2-digit addition ("What is 23 + 45? ..."): SmolLM2-135M-Instruct
-gets about 8% of samples right at tau 1.0 (runtime-notes.md), so groups are mixed and
+gets about 8% of samples right at tau 1.0 (with Math-Verify's verify(); 3% by exact
+match, the README's demo), so groups are mixed and
 there is a real RL signal. Its rows use reward style "rule-exact": the parsed answer
 must equal the gold string (§7.1's direct match), without the verify() fallback that
 accepts any expression with the right value -- on this task "23 + 45" itself, which RL
 finds within 15 steps ("toy-rule" keeps the fallback to show it). Deterministic by
 seed; train and held-out splits never share a problem.
 
-Imports: data.py. Exports: arithmetic_rows(n, split, seed), code_rows(), TOY_INSTRUCTION.
+Imports: nothing of the project (data.py imports this file). Exports: arithmetic_rows(n, split,
+seed), code_rows(), TOY_INSTRUCTION.
 """
 
 from __future__ import annotations
 
+import json
 import random
-
-import data
 
 # The toy task's one instruction (training and the held-out eval both build their rows
 # here). Shorter than the AIME instruction of eval.py (DeepSeek's "Please reason step
@@ -30,8 +31,11 @@ TOY_INSTRUCTION = "Put the final answer in \\boxed{}."
 
 
 def _row(source: str, question: str, ability: str, ground_truth, index: int, split: str, style: str = "rule") -> dict:
-    """A row of the released schema (data.make_row) tagged with its toy split."""
-    return data.make_row(source, question, ability, ground_truth, index, style=style, split=split, model_difficulty={})
+    """A row of the released schema (as data.make_row builds it; spelled out here so that
+    data.py can import this file without a cycle), tagged with its toy split."""
+    return {"data_source": source, "prompt": [{"role": "user", "content": question}], "ability": ability,
+            "reward_model": {"style": style, "ground_truth": json.dumps(ground_truth)},
+            "extra_info": {"index": index, "split": split, "model_difficulty": {}}}
 
 
 def arithmetic_rows(n: int, split: str = "train", seed: int = 0, low: int = 10, high: int = 99,

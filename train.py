@@ -219,7 +219,7 @@ def start_stage(cfg: Config) -> Run:
     # Ranks first: every later step (the start model, the memory plan) may need a
     # collective or rank 0's answer. gloo on CPU, nccl on GPU; one rank outside torchrun.
     rank, world, device = distributed.join(cfg.cpu_offload)
-    quiet_console(cfg.verbose)
+    distributed.quiet_console(cfg.verbose)
     out, stage_dir = Path(cfg.output_dir), Path(cfg.output_dir) / f"stage{cfg.stage}"
     if rank == 0:
         stage_dir.mkdir(parents=True, exist_ok=True)
@@ -292,26 +292,6 @@ def start_stage(cfg: Config) -> Run:
     run.bar = tqdm(total=run.steps, initial=run.it, desc=f"stage {cfg.stage}", unit="step", disable=rank != 0,
                    dynamic_ncols=True)
     return run
-
-
-def quiet_console(verbose: bool) -> None:
-    """Besides the environment set at import: transformers' progress bars off, and the
-    warnings that only repeat library internals each step silenced. Real warnings and
-    errors (ours, and any other) still print."""
-    if verbose:
-        return
-    import logging
-    import warnings
-
-    import transformers
-
-    # transformers' load/save progress bars and advisory warnings, every stage.
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    # vLLM's own logger (its INFO lines per engine call and weight reload).
-    logging.getLogger("vllm").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\..*")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def start_model(cfg: Config, out: Path) -> str:
