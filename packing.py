@@ -117,9 +117,7 @@ def pack(seqs: list[tuple[list[int], int]], device) -> dict:
 
 def dummy_pack(pad_id: int, device) -> dict:
     """A two-token micro-batch whose one scored token gets weight 0 (see pad_plan)."""
-    b = pack([([pad_id, pad_id], 1)], device)
-    b["dummy"] = True
-    return b
+    return pack([([pad_id, pad_id], 1)], device)  # policy.accumulate_gradients zeroes its weight
 
 
 def per_sequence(values: torch.Tensor, lengths: list[int]) -> torch.Tensor:

@@ -387,7 +387,8 @@ def fit_context(model_path: str, cfg: RolloutConfig) -> RolloutConfig:
     response = cfg.max_model_len - cfg.max_prompt_len
     if response >= ctx:
         raise ValueError(f"max new tokens {response} do not fit the model's context of {ctx} tokens ({model_path})")
-    print(f"[rollout] {model_path}: context {ctx} < {cfg.max_model_len}; prompts limited to {ctx - response} tokens")
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:  # once per job, not per rank
+        print(f"[rollout] {model_path}: context {ctx} < {cfg.max_model_len}; prompts limited to {ctx - response} tokens")
     return dataclasses.replace(cfg, max_model_len=ctx, max_prompt_len=min(cfg.max_prompt_len, ctx - response))
 
 

@@ -49,12 +49,12 @@ CASES = [(152064, 256, 512, 2, 4096, False), (4096, 512, 1536, 4, 4096, False), 
 def test_plan_matches_a_cpu_measurement(vocab, hidden, inter, layers, resp, ckpt):
     """The parts of the plan that scale with the micro-batch (activations, final hidden
     states, the loss head's chunk) against the measured peak-RSS growth of one update
-    micro-batch through the trainer's path (bench.measure_update_peak, FSDP2 on one
+    micro-batch through the trainer's path (bench_memory.measure_update_peak, FSDP2 on one
     gloo rank, bf16 compute). Measured on the 2-core box: ratios 0.95-1.15; the test
     allows 0.8-1.3."""
-    import bench
+    import bench_memory
 
-    measured = bench.measure_update_peak(resp, vocab=vocab, hidden=hidden, inter=inter, layers=layers, ckpt=ckpt)
+    measured = bench_memory.measure_update_peak(resp, vocab=vocab, hidden=hidden, inter=inter, layers=layers, ckpt=ckpt)
     shape = mp.ModelShape(vocab, hidden, layers, inter, hidden // 64, max(1, hidden // 128), 64, False, True)
     p = mp.plan(shape, gpus=1, gpu_gib=1000, prompt_len=64, response_len=resp, micro_batch_tokens=0,
                 grad_checkpointing=ckpt)
