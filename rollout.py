@@ -77,17 +77,16 @@ class RolloutConfig:
 DERIVED = ("max_model_len", "seed")
 
 
-def add_engine_flags(parser, **defaults) -> None:
+def add_engine_flags(parser) -> None:
     """--<field> flags for the engine settings of a stand-alone command (eval.py,
-    data_prep.py), made from RolloutConfig's fields: the same help as train.py's
-    --rollout-<field> flags, nothing declared twice. `defaults` overrides a field's
-    default for this command."""
+    data_prep.py), made from RolloutConfig's fields: the same defaults and help as
+    train.py's --rollout-<field> flags, nothing declared twice."""
     import argparse
 
     for f in dataclasses.fields(RolloutConfig):
         if f.name in DERIVED:
             continue
-        default = defaults.get(f.name, f.default)
+        default = f.default
         flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"].replace("%", "%%")
         if isinstance(f.default, bool):  # --enforce-eager / --no-enforce-eager
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
