@@ -340,7 +340,9 @@ _hello = _rs.readline()
 if not _hello:  # the solution ended before defining its names (os._exit at import time)
     raise SystemExit("the solution exited")
 for _n in _json.loads(_hello):
-    if not hasattr(_b, _n):  # never a builtin: a solution's own `len` must not answer the tests' len()
+    # Never a builtin -- a solution's own `len` must not answer the tests' len() -- except
+    # the entry point under test itself (check(max) must test the solution's max).
+    if not hasattr(_b, _n) or _n == {entry!r}:
         _ns[_n] = _proxy(_n)
 exec(compile({tests!r}, "<tests>", "exec"), _ns)
 # Reached only if every assertion held: the marker is the verdict.
@@ -379,7 +381,7 @@ def run_tests(code: str, tests: dict, cfg: SandboxConfig | None = None) -> TestR
             prelude, prefix = ASSERT_CASE_PRELUDE, ""
             body = "\n".join(tests["assert_case"])
         server = future + "\n" + _SOLUTION_SERVER.format(prelude=prelude, prefix=prefix, code=code, codec=codec)
-        checker = _ASSERT_CHECKER.format(codec=codec, setup=prelude + prefix, tests=body)
+        checker = _ASSERT_CHECKER.format(codec=codec, setup=prelude + prefix, tests=body, entry=tests.get("entry_point", ""))
         out, status, rc = run(checker, "", cfg, min(cfg.timeout_s, cfg.total_timeout_s), server=server)
         # Passed only if the checker finished cleanly AND printed its marker last: an exit
         # code of 0 alone proves nothing (os._exit(0) gives one).

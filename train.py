@@ -389,7 +389,8 @@ def check_memory(cfg: Config, model: str, gpus: int, gib: float, refuse: bool, d
     shape = mp.shape_of(model)  # from config.json alone (or the recipes' known shapes)
     kw = dict(gpus=gpus, gpu_gib=gib, prompt_len=cfg.rollout.max_prompt_len, response_len=cfg.max_response_len,
               micro_batch_tokens=cfg.micro_batch_tokens, head_chunk=cfg.head_chunk_tokens, cpu_offload=cfg.cpu_offload,
-              tp=cfg.rollout.tensor_parallel_size, sleep=cfg.rollout.enable_sleep)
+              tp=cfg.rollout.tensor_parallel_size,
+              sleep=cfg.rollout.enable_sleep and cfg.rollout.backend == "vllm")  # the HF engine keeps its weights
     # Checkpointing costs a second forward of every layer: only where memory needs it.
     if cfg.grad_checkpointing == "auto":
         cfg.grad_checkpointing = "off" if mp.plan(shape, grad_checkpointing=False, **kw)["fits"] else "on"
@@ -556,7 +557,8 @@ def save_step(run: Run) -> None:
                           "order": run.order, "entropy_controller": run.ent_ctl.state_dict(),
                           "config": dataclasses.asdict(run.cfg)},
                     rank_state={"rng": rng_state(), "stats": run.stats.state_dict()}, keep=run.cfg.keep_checkpoints)
-    distributed.print0(f"[magic] checkpoint {root / f'step_{run.it:08d}'}")
+    if run.rank == 0:  # above the progress bar, like the step lines
+        run.bar.write(f"[magic] checkpoint {root / f'step_{run.it:08d}'}")
 
 
 # ------------------------------------------------------------------------------------

@@ -66,11 +66,18 @@ def test_bad_flag_is_named():
 
 @pytest.mark.slow
 def test_readme_demo_two_steps_on_smollm2(smollm2, tmp_path):
-    """The README's command on the real embedded SmolLM2-135M-Instruct (2 steps)."""
+    """The README's command on the real embedded SmolLM2-135M-Instruct (2 steps), and its
+    quiet console: the start and end summaries, one line per step, the progress bar --
+    no vLLM or transformers INFO/WARNING line, nothing else."""
     out = tmp_path / "demo"
-    torchrun(["train.py", "--recipe", "tiny", "--max-steps", "2", "--output-dir", str(out), "--eval-k", "0"], timeout=1500)
+    p = torchrun(["train.py", "--recipe", "tiny", "--max-steps", "2", "--output-dir", str(out), "--eval-k", "0"], timeout=1500)
     m = _metrics(out)
     assert [r["step"] for r in m] == [1, 2] and KEYS <= set(m[0])
+    lines = [l.strip() for l in (p.stdout + p.stderr).replace("\r", "\n").splitlines() if l.strip()]
+    lines = [l for l in lines if "torch/distributed/run.py" not in l]  # torchrun's own OMP_NUM_THREADS banner
+    assert sum(l.startswith("[s1 ") for l in lines) == 2
+    noise = [l for l in lines if not l.startswith(("[magic]", "[data]", "[s1 ", "stage 1:"))]
+    assert not noise, noise[:10]
 
 
 def test_tensor_parallel_group_of_two_cpu_ranks(boxed_model, small_sum_jsonl, tmp_path):
