@@ -35,12 +35,11 @@ from __future__ import annotations
 import os
 import sys
 
-# A quiet console by default (--verbose restores it): vLLM, transformers and torch's C++
-# code read these when they are imported, so they are set before any of them is.
+# A quiet console by default (--verbose restores it). torch's C++ code reads its log
+# level when torch is imported, so it is set before the imports below; vLLM's and
+# transformers' levels are set by distributed.quiet_console, first thing in main().
 if "--verbose" not in sys.argv:
-    for var, level in (("VLLM_LOGGING_LEVEL", "ERROR"), ("TORCH_CPP_LOG_LEVEL", "ERROR"),
-                       ("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
-        os.environ.setdefault(var, level)
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
 import dataclasses  # noqa: E402  (after the console settings above)
 import json  # noqa: E402
@@ -67,6 +66,7 @@ from rollout import build_engine, sample_seed  # noqa: E402
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(argv)
+    distributed.quiet_console(cfg.verbose)  # vLLM / transformers INFO lines off (before either loads)
     if cfg.dry_run:
         return dry_run(cfg)
     run = start_stage(cfg)  # start model, prompts, memory plan, engine, policy, resume
@@ -219,7 +219,6 @@ def start_stage(cfg: Config) -> Run:
     # Ranks first: every later step (the start model, the memory plan) may need a
     # collective or rank 0's answer. gloo on CPU, nccl on GPU; one rank outside torchrun.
     rank, world, device = distributed.join(cfg.cpu_offload)
-    distributed.quiet_console(cfg.verbose)
     out, stage_dir = Path(cfg.output_dir), Path(cfg.output_dir) / f"stage{cfg.stage}"
     if rank == 0:
         stage_dir.mkdir(parents=True, exist_ok=True)
