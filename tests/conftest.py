@@ -66,7 +66,9 @@ def torchrun_cmd(args: list[str], nproc: int = 2) -> list[str]:
 def torchrun(args: list[str], nproc: int = 2, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `torchrun --nproc_per_node=nproc <args>` from the repo root; fail with its log."""
     cmd = torchrun_cmd(args, nproc)
-    e = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    # PYTHONFAULTHANDLER: a rank that aborts (SIGABRT, SIGSEGV) prints every thread's
+    # Python stack, so a CI failure shows where it happened and not only the signal.
+    e = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1", **(env or {})}
     proc = subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
