@@ -93,7 +93,7 @@ step({resp})
 print((hwm() - base) / 1024)
 dist.destroy_process_group()
 sys.stdout.flush()
-os._exit(0)  # no interpreter teardown: the gloo group's threads can abort there (tests/dist_pack_check.py)
+os._exit(0)  # no interpreter teardown: the gloo group's threads can abort there (tests/dist_exit.py)
 """
 
 
@@ -202,7 +202,7 @@ if dist.get_rank() == 0:
     print(json.dumps(out))
 dist.destroy_process_group()
 sys.stdout.flush()
-os._exit(0)  # no interpreter teardown: the gloo group's threads can abort there (tests/dist_pack_check.py)
+os._exit(0)  # no interpreter teardown: the gloo group's threads can abort there (tests/dist_exit.py)
 """
 
 

@@ -10,8 +10,6 @@ absolute difference to <out>/rank<r>.json.
 """
 
 import copy
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dist_exit import run_then_exit, write_result  # noqa: E402  (tests/dist_exit.py)
 from loss import entropy_from_logits, policy_loss, token_logprobs  # noqa: E402
 
 
@@ -57,20 +56,8 @@ def main(out: str) -> None:
     for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
         g = p.grad.full_tensor()
         diff = max(diff, (g - q.grad).abs().max().item())
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / f"rank{rank}.json").write_text(json.dumps({"max_abs_diff": diff}))
-    dist.barrier()
-    dist.destroy_process_group()  # then os._exit below: see there
+    write_result(out, rank, {"max_abs_diff": diff})  # tests/dist_exit.py
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
-    # Leave without interpreter teardown. The gloo group outlives destroy_process_group
-    # (held from C++: a weak reference to it still resolves after every Python reference
-    # is gone), so its worker threads are torn down during exit, where they can abort a
-    # process whose results are already written ("terminate called without an active
-    # exception", SIGABRT: seen once in CI, on the uneven case). os._exit skips that
-    # teardown; main() has returned, so every file is closed and the group destroyed.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    run_then_exit(main, sys.argv[1])

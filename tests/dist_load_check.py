@@ -9,8 +9,6 @@ model is gathered (`full_tensor`, a collective) and compared bit for bit with
 share the embedding's storage when the config ties them. Writes OUT/rank<r>.json.
 """
 
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dist_exit import run_then_exit, write_result  # noqa: E402  (tests/dist_exit.py)
 import policy  # noqa: E402
 from recipes import Config  # noqa: E402
 
@@ -39,20 +38,8 @@ def main(out: str, model_dir: str) -> None:
     tied = model.lm_head.weight is model.model.embed_tokens.weight
     res = {"rank": rank, "params": sorted(names), "want": sorted(want_params), "max_abs_diff": max(diffs.values()),
            "buffer_max_abs_diff": buf_diff, "lm_head_is_embedding": tied}
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / f"rank{rank}.json").write_text(json.dumps(res))
-    dist.barrier()
-    dist.destroy_process_group()
+    write_result(out, rank, res)  # tests/dist_exit.py
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
-    # Leave without interpreter teardown. The gloo group outlives destroy_process_group
-    # (held from C++: a weak reference to it still resolves after every Python reference
-    # is gone), so its worker threads are torn down during exit, where they can abort a
-    # process whose results are already written ("terminate called without an active
-    # exception", SIGABRT: seen once in CI, on the uneven case). os._exit skips that
-    # teardown; main() has returned, so every file is closed and the group destroyed.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    run_then_exit(main, *sys.argv[1:])

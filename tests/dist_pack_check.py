@@ -16,8 +16,6 @@ the max absolute differences (old log-probs, loss, gradients) to OUT/rank<r>.jso
 """
 
 import copy
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dist_exit import run_then_exit, write_result  # noqa: E402  (tests/dist_exit.py)
 import packing  # noqa: E402
 import policy  # noqa: E402
 from recipes import Config  # noqa: E402
@@ -96,20 +95,8 @@ def main(out: str, tie: str, placement: str = "balanced") -> None:
     res = {"rank": rank, "received": len(mine), "tokens": tokens[0].item(), "n_tok": n_tok,
            "passes": n_passes, "real_micro_batches": n_real, "loss_abs_diff": abs(tokens[1].item() - loss_ref.item()),
            "old_logprob_max_abs_diff": old_diff, "grad_max_abs_diff": diff}
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / f"rank{rank}.json").write_text(json.dumps(res))
-    dist.barrier()
-    dist.destroy_process_group()
+    write_result(out, rank, res)  # tests/dist_exit.py
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
-    # Leave without interpreter teardown. The gloo group outlives destroy_process_group
-    # (held from C++: a weak reference to it still resolves after every Python reference
-    # is gone), so its worker threads are torn down during exit, where they can abort a
-    # process whose results are already written ("terminate called without an active
-    # exception", SIGABRT: seen once in CI, on the uneven case). os._exit skips that
-    # teardown; main() has returned, so every file is closed and the group destroyed.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    run_then_exit(main, *sys.argv[1:])
