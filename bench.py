@@ -2,6 +2,7 @@
 
     python bench.py                 # every section
     python bench.py --only memory   # one section (or several: --only memory,vocab)
+    python bench.py --only steps --metrics runs/tiny/metrics.jsonl   # a finished run's split
 
 Sections:
     rollout  generated tokens/s of the vLLM and transformers backends (rollout.py) on the
@@ -393,6 +394,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", default="", help=f"comma-separated sections of {sorted(SECTIONS)}")
     p.add_argument("--json", default="bench.json")
+    p.add_argument("--metrics", default="", help="steps: read this run's metrics.jsonl (e.g. the README demo's "
+                   "runs/tiny/metrics.jsonl) instead of running 3 tiny steps")
     a = p.parse_args()
     names = a.only.split(",") if a.only else list(SECTIONS)
     # The machine line goes first: numbers from another machine are not comparable.
@@ -402,7 +405,7 @@ def main() -> None:
     # Sections run one after the other in this process (the memory and load sections
     # start their own processes), each printing its table as soon as it is done.
     for n in names:
-        r = SECTIONS[n]()
+        r = SECTIONS[n](metrics=a.metrics) if n == "steps" and a.metrics else SECTIONS[n]()
         print(r["table"] + "\n", flush=True)
         out[n] = r
     with open(a.json, "w") as f:
