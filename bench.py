@@ -398,6 +398,11 @@ def main() -> None:
                    "runs/tiny/metrics.jsonl) instead of running 3 tiny steps")
     a = p.parse_args()
     names = a.only.split(",") if a.only else list(SECTIONS)
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        p.error(f"--only: no section {unknown} (sections: {sorted(SECTIONS)})")
+    if a.metrics and "steps" not in names:
+        p.error("--metrics is read by the steps section only: add --only steps")
     # The machine line goes first: numbers from another machine are not comparable.
     machine = f"{platform.machine()} {_cpu_model()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
     print(f"machine: {machine}\n")

@@ -1,6 +1,7 @@
-"""How the torchrun children in tests/ end: each rank writes its result as
-OUT/rank<r>.json, the group is destroyed after a barrier, and the process leaves without
-interpreter teardown.
+"""How the FSDP2 torchrun children in tests/ (dist_grad_check, dist_pack_check,
+dist_load_check) end: each rank writes its result as OUT/rank<r>.json, the group is
+destroyed after a barrier, and the process leaves without interpreter teardown.
+(dist_sync_check.py holds a vLLM engine, whose own exit handler tears its group down.)
 
 The gloo group outlives destroy_process_group (it is held from C++: a weak reference to
 it still resolves after every Python reference is gone), so its worker threads are torn
