@@ -14,7 +14,7 @@ checkpoint and never leaves a checkpoint that *looks* complete but is not.
   transformers and vLLM load directly; the stage's final model.
 
 Imports: nothing of the project (torch, torch.distributed.checkpoint). Exports:
-save_checkpoint, load_checkpoint, latest_checkpoint, save_hf, rng_state, set_rng_state.
+save_checkpoint, load_checkpoint, latest_checkpoint, save_hf, fsync, rng_state, set_rng_state.
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ import torch
 import torch.distributed as dist
 
 
+def fsync(path: Path) -> None:
+    """Force a file's data, or a folder's entries, to disk (a folder is fsynced through a
+    read-only descriptor, as POSIX allows)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_hf(model, tokenizer, folder: Path) -> None:
@@ -42,6 +50,8 @@ def save_hf(model, tokenizer, folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        for f in [*tmp.iterdir(), tmp]:  # on disk before the rename shows it complete
+            fsync(f)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
     dist.barrier()
@@ -55,8 +65,8 @@ def save_checkpoint(root: Path, done: int, model, optim, meta: dict, rank_state:
     * meta.json (rank 0): step, entropy controller, data order, config.
     * rank<r>.pt: what differs per rank (RNG states, this rank's prompt statistics).
 
-    Atomic: everything goes to step_<done>.tmp/, every rank finishes, the files are
-    synced to disk, and only then rank 0 renames the folder. A crash at any moment leaves
+    Atomic: everything goes to step_<done>.tmp/, every rank fsyncs what it wrote,
+    and only then rank 0 renames the folder. A crash at any moment leaves
     either the old set of complete checkpoints or the new one, never a half-written
     folder under a complete-looking name (load_checkpoint ignores *.tmp)."""
     import torch.distributed.checkpoint as dcp
@@ -69,14 +79,23 @@ def save_checkpoint(root: Path, done: int, model, optim, meta: dict, rank_state:
         tmp.mkdir(parents=True)
     dist.barrier()
     model_sd, optim_sd = get_state_dict(model, optim)  # sharded (DTensor) state dicts
+    # DCP fsyncs every shard file it writes (FileSystemWriter(sync_files=True), torch
+    # distributed/checkpoint/filesystem.py:470-472) and its .metadata (:775-777).
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
+    # Each rank then forces what DCP does not to disk: its own rank file and the folder's
+    # entries -- on its own node, so several nodes need no rank-0 `os.sync()` (which
+    # flushes the whole machine's dirty pages and none of the other nodes').
     torch.save(rank_state, tmp / f"rank{rank}.pt")
-    dist.barrier()
+    fsync(tmp / f"rank{rank}.pt")
+    fsync(tmp)
+    dist.barrier()  # every rank's files are on disk
     if rank == 0:
         (tmp / "meta.json").write_text(json.dumps(meta))
-        os.sync()  # data on disk before the rename makes it visible as complete
+        fsync(tmp / "meta.json")
+        fsync(tmp)
         shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        os.replace(tmp, final)  # only now does the checkpoint look complete
+        fsync(root)  # the rename itself survives a power cut
         for old in sorted(p for p in root.glob("step_*") if not p.name.endswith(".tmp"))[:-keep or None]:
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()

@@ -93,7 +93,18 @@ def embedded_model_path(verbose: bool = True) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}-", dir=target.parent))
     try:
-        plain.save_pretrained(tmp, safe_serialization=True)
+        # Written file by file, not with plain.save_pretrained: inside a torch.distributed
+        # group, transformers 5.x writes model files on GLOBAL rank 0 only
+        # (transformers/distributed/mixin.py:236-241, should_save_on_this_rank) and
+        # silently leaves a folder without weights on every other rank -- here, each
+        # node's local rank 0 converts into its own cache (distributed.per_node).
+        from safetensors.torch import save_file
+
+        sd = {k: v.contiguous() for k, v in plain.state_dict().items()
+              if not (k == "lm_head.weight" and config.tie_word_embeddings)}  # tied: one copy, as transformers saves it
+        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        plain.config.save_pretrained(tmp)
+        plain.generation_config.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         if target.exists():
             shutil.rmtree(target)

@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict:
     rank, world, _ = distributed.join()
     if world % a.tensor_parallel_size:
         p.error(f"--tensor-parallel-size {a.tensor_parallel_size} must divide the number of ranks {world}")
-    path = distributed.on_rank0(lambda: resolve_model(a.model))  # "embedded" is converted once
+    path = distributed.per_node(lambda: resolve_model(a.model))  # "embedded": once per node, into its own cache
     # Results go beside the checkpoint by default (<model>/eval), so each model keeps its own.
     out = Path(a.out or (Path(path) / "eval" if os.path.isdir(path) and a.model != "embedded" else "runs/eval-embedded"))
     # Loaded before the engine starts, so a bad benchmark name or row fails in seconds.

@@ -9,7 +9,12 @@ weight is loaded, naming the flags to change.
 A step has two phases that never overlap, and the plan takes the larger:
 
 * rollout: the trainer keeps its FSDP2 shards of the float32 parameters and AdamW
-  state (gradients were freed by zero_grad); vLLM holds bf16 weights and a KV cache.
+  state (gradients were freed by zero_grad; tests/dist_resident_check.py measures that
+  nothing else of the trainer stays, the root's gathered weights included); vLLM holds
+  bf16 weights, its runtime buffers and a KV cache inside its share
+  (`gpu_memory_utilization`, applied by vLLM to the whole device). Outside both: the
+  process's CUDA context, NCCL's communicator buffers, cuBLAS workspaces -- and a margin.
+  vLLM's share is what is left after all of these, capped at the released 0.8.
 * update: vLLM sleeps (level 2: weights and KV cache dropped; the weight sync re-sends
   every weight after the update anyway), the trainer holds its shards + gradients, the
   gathered bf16 parameters of the root (embeddings, lm_head) and of one or two decoder
@@ -22,8 +27,8 @@ The largest micro-batch is max(--micro-batch-tokens, prompt + response): a longe
 sequence runs alone, so a 32K response is a floor no flag removes.
 
 Imports: nothing of the project (transformers for config.json). Exports: ModelShape,
-shape_of, KNOWN_SHAPES, layer_activation_bytes, plan, format_plan,
-suggestions.
+shape_of, KNOWN_SHAPES, layer_activation_bytes, plan, format_plan, suggestions,
+OVERHEAD_GIB, VLLM_RUNTIME_GIB, MARGIN_FRACTION, VLLM_SHARE_CAP.
 """
 
 from __future__ import annotations
@@ -119,11 +124,26 @@ def head_bytes(m: ModelShape, chunk: int) -> int:
     return chunk * m.vocab * (4 + 4) + m.vocab * m.hidden * (4 + 2)
 
 
+# The rollout phase's terms outside the model's own arithmetic. None of them can be
+# measured on CPU; gpu_check.py measures the first on a GPU.
+OVERHEAD_GIB = 2.0  # CUDA context (~0.5-1 GiB with torch), NCCL communicator buffers of the
+#                     trainer's group (NCCL allocates them outside torch's allocator, and
+#                     vLLM's sleep leaves them in place: vllm/device_allocator/
+#                     sleep_mode_backend.py:120-123), cuBLAS workspaces: outside vLLM's share
+VLLM_RUNTIME_GIB = 3.0  # inside vLLM's share, before the KV cache: its profiled activation
+#                         peak (chunked prefill, up to 16K batched tokens), the sampler's
+#                         [seqs, V] logits, CUDA graphs -- vLLM measures it at start-up
+MARGIN_FRACTION = 0.05  # kept free in the rollout phase: allocator fragmentation, the sync's
+#                         cached blocks, what nobody planned (4 GiB of an 80 GiB GPU)
+VLLM_SHARE_CAP = 0.8  # the released scripts' gpu_memory_utilization (or1_scripts/train/7b_*.sh)
+
+
 def plan(m: ModelShape, *, gpus: int, gpu_gib: float, prompt_len: int, response_len: int, micro_batch_tokens: int,
          grad_checkpointing: bool, head_chunk: int = 1024, cpu_offload: bool = False, tp: int = 1,
-         sleep: bool = True, overhead_gib: float = 2.0) -> dict:
+         sleep: bool = True, overhead_gib: float = OVERHEAD_GIB) -> dict:
     """Per-GPU bytes of each component in the update and rollout phases (see the module
-    docstring), the total, whether it fits, and the KV-cache share vLLM can get."""
+    docstring), the total, whether it fits (with the rollout margin kept), and vLLM's
+    share of the device."""
     N, W = m.params, gpus
     shard = 0 if cpu_offload else 4 * N / W  # one float32 copy of the parameters, sharded
     tokens = max(micro_batch_tokens, prompt_len + response_len)  # the largest micro-batch
@@ -150,29 +170,34 @@ def plan(m: ModelShape, *, gpus: int, gpu_gib: float, prompt_len: int, response_
         "root gradients before reduce-scatter (fp32)": 4 * m.root_params,
         "CUDA context, allocator slack": overhead_gib * GiB,
     }
-    # The rollout phase: vLLM's bf16 weights (split over its TP group) and its KV cache,
-    # which gets whatever the trainer's resident shards and the slack leave.
-    vllm_weights = 2 * N / tp
-    if not sleep:  # vLLM keeps weights and cache through the update
-        update["vLLM weights + KV cache (no sleep)"] = 0  # filled in below
-    resident = 3 * shard  # parameters + AdamW state stay between steps
-    rollout_fixed = resident + vllm_weights + overhead_gib * GiB
-    total_update = sum(update.values())
+    # The rollout phase. vLLM's share (weights split over its TP group, runtime buffers,
+    # KV cache) is what the trainer's resident shards, the CUDA context / NCCL / cuBLAS
+    # overhead and the margin leave, capped at the released 0.8.
     budget = gpu_gib * GiB
-    kv = budget - rollout_fixed if sleep else budget - total_update - vllm_weights
-    if not sleep:
-        update["vLLM weights + KV cache (no sleep)"] = vllm_weights + max(kv, 0)
-        total_update = sum(update.values())
-    rollout = {"trainer: parameters + AdamW shards": resident, "vLLM weights (bf16)": vllm_weights,
-               "CUDA context, allocator slack": overhead_gib * GiB, "vLLM KV cache (the rest)": max(kv, 0)}
+    margin = MARGIN_FRACTION * budget
+    vllm_weights, vllm_runtime = 2 * N / tp, VLLM_RUNTIME_GIB * GiB
+    resident = 3 * shard  # parameters + AdamW state stay between steps
+    if sleep:  # vLLM sleeps through the update: the two phases do not overlap
+        share = min(VLLM_SHARE_CAP, (budget - resident - overhead_gib * GiB - margin) / budget)
+    else:  # the engine keeps everything through the update: it gets what the update leaves
+        share = min(VLLM_SHARE_CAP, (budget - sum(update.values()) - margin) / budget)
+        update["engine weights + KV cache (awake through the update)"] = max(share, 0) * budget
+    kv = share * budget - vllm_weights - vllm_runtime
+    total_update = sum(update.values())
+    rollout = {"trainer: parameters + AdamW shards": resident,
+               "CUDA context, NCCL buffers, cuBLAS workspaces": overhead_gib * GiB,
+               "vLLM weights (bf16)": vllm_weights, "vLLM runtime (activations, sampler, CUDA graphs)": vllm_runtime,
+               "vLLM KV cache (the rest of its share)": max(kv, 0)}
+    rollout_total = sum(rollout.values())
     seq_kv = (prompt_len + response_len) * m.kv_bytes_per_token
     return {
         "shape": m, "gpus": W, "gpu_gib": gpu_gib, "tokens": tokens, "update": update, "rollout": rollout,
-        "update_total": total_update, "rollout_total": sum(rollout.values()),
+        "update_total": total_update, "rollout_total": rollout_total,
+        # what neither phase claims: the rollout margin (fragmentation, the unplanned)
+        "rollout_margin": budget - rollout_total, "update_margin": budget - total_update,
         "kv_bytes": max(kv, 0), "kv_sequences": max(kv, 0) / seq_kv,
-        # vLLM's share of the device: its weights + cache (+ 1 GiB of its own work space)
-        "gpu_memory_utilization": min(0.95, (vllm_weights + max(kv, 0)) / budget),
-        "fits": total_update <= budget and kv >= seq_kv,
+        "gpu_memory_utilization": max(share, 0.0),
+        "fits": total_update <= budget - margin and kv >= seq_kv and budget - rollout_total >= margin - 1,
     }
 
 
@@ -219,8 +244,11 @@ def format_plan(p: dict, title: str) -> str:
     for k, v in p["rollout"].items():
         lines.append(f"| rollout | {k} | {g(v)} |")
     lines.append(f"| rollout | **total** | **{g(p['rollout_total'])}** |")
+    lines.append(f"| rollout | margin left free (fragmentation, the unplanned) | {g(p['rollout_margin'])} |")
     verdict = "fits" if p["fits"] else "DOES NOT FIT"
-    lines += ["", f"{verdict}: update peak {g(p['update_total'])} of {p['gpu_gib']:g} GiB; KV cache "
+    lines += ["", f"{verdict}: update peak {g(p['update_total'])} of {p['gpu_gib']:g} GiB (at most "
+              f"{g((1 - MARGIN_FRACTION) * p['gpu_gib'] * GiB)}: {MARGIN_FRACTION:.0%} stays free); rollout "
+              f"{g(p['rollout_total'])} GiB with {g(p['rollout_margin'])} GiB free; KV cache "
               f"{g(p['kv_bytes'])} GiB = {p['kv_sequences']:.1f} full-length sequences at once; "
               f"vLLM gpu_memory_utilization {p['gpu_memory_utilization']:.2f}"]
     return "\n".join(lines)

@@ -92,13 +92,14 @@ def pack(seqs: list[tuple[list[int], int]], device) -> dict:
 
     Returns input_ids / position_ids [1, N]; positions [n] (indices into N of the scored
     positions) and targets [n] (the response tokens they predict); lengths (response
-    tokens per sequence, summing to n).
+    tokens per sequence, summing to n); cuts (where each sequence starts in the row, and
+    N: plain ints, so packed_sdpa never reads them back from the GPU).
 
     >>> b = pack([([7, 8, 9], 2), ([5, 6], 1)], "cpu")
-    >>> b["position_ids"].tolist(), b["positions"].tolist(), b["targets"].tolist(), b["lengths"]
-    ([[0, 1, 2, 0, 1]], [1, 3], [9, 6], [1, 1])
+    >>> b["position_ids"].tolist(), b["positions"].tolist(), b["targets"].tolist(), b["lengths"], b["cuts"]
+    ([[0, 1, 2, 0, 1]], [1, 3], [9, 6], [1, 1], [0, 3, 5])
     """
-    ids, pos, scored, targets, lengths = [], [], [], [], []
+    ids, pos, scored, targets, lengths, cuts = [], [], [], [], [], [0]
     offset = 0
     for tokens, p in seqs:
         L = len(tokens)
@@ -110,9 +111,10 @@ def pack(seqs: list[tuple[list[int], int]], device) -> dict:
         targets += tokens[p:]
         lengths.append(L - p)
         offset += L
+        cuts.append(offset)
     as_long = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
     return {"input_ids": as_long([ids]), "position_ids": as_long([pos]), "positions": as_long(scored),
-            "targets": as_long(targets), "lengths": lengths}
+            "targets": as_long(targets), "lengths": lengths, "cuts": cuts}
 
 
 def dummy_pack(pad_id: int, device) -> dict:
@@ -177,12 +179,18 @@ def _boundaries(position_ids: torch.Tensor) -> list[int]:
 
 
 def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, position_ids=None,
-                **kwargs):
+                packed_cuts: list[int] | None = None, **kwargs):
     """transformers attention function for one packed row: causal SDPA per sequence.
-    query [1, heads, N, d]; key, value [1, kv_heads, N, d] -> ([1, N, heads, d], None)."""
-    if position_ids is None or query.shape[0] != 1:
-        raise ValueError("packed_sdpa needs one packed row and its position_ids (packing.pack)")
-    cuts = _boundaries(position_ids)
+    query [1, heads, N, d]; key, value [1, kv_heads, N, d] -> ([1, N, heads, d], None).
+
+    The boundaries come as plain ints (`packed_cuts`, pack()'s "cuts", passed by
+    policy.score through the model's keyword arguments): reading them from position_ids
+    would copy a GPU tensor to the host -- a device sync -- in every layer, and again
+    in every recomputed layer under gradient checkpointing. Without them (a caller that
+    passes only position_ids) they are read from position_ids."""
+    if query.shape[0] != 1 or (packed_cuts is None and position_ids is None):
+        raise ValueError("packed_sdpa needs one packed row and its cuts or position_ids (packing.pack)")
+    cuts = packed_cuts if packed_cuts is not None else _boundaries(position_ids)
     outs = [torch.nn.functional.scaled_dot_product_attention(
         query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, dropout_p=dropout,
         enable_gqa=key.shape[1] != query.shape[1]) for a, b in zip(cuts, cuts[1:])]

@@ -82,8 +82,11 @@ def score(model, mb: dict, temperature: float, with_entropy: bool = True) -> tup
     in chunks, inside the FSDP2 root's forward."""
     head = model.lm_head
     head.targets, head.temperature, head.with_entropy = mb["targets"], temperature, with_entropy
+    # packed_sdpa takes the sequence boundaries as plain ints (no GPU sync per layer);
+    # flash-attention reads them from position_ids itself.
+    extra = {"packed_cuts": mb["cuts"]} if model.config._attn_implementation == "packed_sdpa" else {}
     out = model(input_ids=mb["input_ids"], position_ids=mb["position_ids"], logits_to_keep=mb["positions"],
-                use_cache=False).logits[0]  # [n, 2]: (log pi, H)
+                use_cache=False, **extra).logits[0]  # [n, 2]: (log pi, H)
     head.targets = None
     return out[:, 0], out[:, 1]
 
@@ -110,6 +113,11 @@ def old_logprobs(model, seqs: list[tuple[list[int], int]], cfg, pad_id: int, dev
             lp, _ = score(model, b, cfg.temperature, with_entropy=False)  # [n]
             for i, part in zip(mb, lp.split(b["lengths"])):  # a dummy has mb == []
                 out[i] = part.cpu()
+    # FSDP2 keeps the ROOT's parameters gathered after its forward (they are needed again
+    # in backward). After forwards that have no backward -- this one, and every forward
+    # of the KL reference model -- nothing would free them: the bf16 embeddings and
+    # lm_head (2 GiB for the 7B) would stay through the rollout, outside the memory plan.
+    model.reshard()
     return out
 
 

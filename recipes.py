@@ -96,6 +96,8 @@ class Config:
     micro_batch_tokens: int = arg(16384, 'Real tokens per forward/backward micro-batch: sequences are packed end to end (packing.py); a longer one runs alone.')
     head_chunk_tokens: int = arg(1024, 'Positions per chunk of the loss head (loss.head_logprobs): its only [chunk, V] buffers.')
     reward_workers: int = arg(0, "Processes scoring rewards (0: in the trainer's main thread).")
+    dist_timeout_min: float = arg(60.0, "Minutes a rank may wait in one collective (NCCL's default is 10): covers the "
+                                        "slowest rank's rollout + grading (distributed.DEFAULT_TIMEOUT_MIN says why).")
     # --- checkpoints, logging, evaluation -----------------------------------------------
     # Resumable checkpoints, curves and logs, the held-out evaluation around a stage, and
     # the memory plan of --dry-run.

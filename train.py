@@ -83,12 +83,12 @@ def main(argv: list[str] | None = None) -> None:
         # Every sample draws its own random stream, keyed by (seed, stage, batch, place,
         # sample): a resumed run samples the same responses, the ranks of one TP group
         # agree, and the number of ranks does not change what is drawn.
+        # The engine is awake with the trainer's current weights (the last sync woke it);
+        # generate() raises otherwise (rollout.EngineState), never samples stale weights.
         t0 = time.perf_counter()
-        engine.wake_up()
         samples = engine.generate([run.rows[p]["prompt"] for p in batch], n=G, temperature=cfg.temperature,
                                   top_p=cfg.top_p, max_new_tokens=cfg.max_response_len,
                                   seed=rollout_seeds(cfg, run.draw, slots))
-        engine.sleep()  # GPU: give the memory back to the trainer; CPU: no-op
         t_rollout = time.perf_counter() - t0
         # Prompts longer than the prompt budget were dropped by the engine (and counted);
         # `prompts` indexes the kept ones, G contiguous samples each.
@@ -114,8 +114,12 @@ def main(argv: list[str] | None = None) -> None:
         seqs, minis = spread_over_ranks(run, samples, groups, adv)
         run.draw += 1
         if minis is None:  # every group of every rank rejected: not a step (released code)
-            skip_batch(run)
+            skip_batch(run)  # the engine stays awake: the policy did not change, no sync needed
             continue
+        # Only now, with an update certain, does the engine sleep (GPU: level 2 frees its
+        # weights and KV cache for the update; step 10's sync brings both back). Sleeping
+        # before a skipped batch would leave the next rollout without weights.
+        engine.sleep()
         # ==== 7. old log-probs with the training model (and the reference for KL) ========
         # The released code recomputes log pi_old with the trainer instead of using the
         # engine's log-probs: same weights, but the trainer's numerics.
@@ -218,8 +222,11 @@ def start_stage(cfg: Config) -> Run:
     stage's prompts, the engine, the policy and optimizer, and a resume if asked."""
     # Ranks first: every later step (the start model, the memory plan) may need a
     # collective or rank 0's answer. gloo on CPU, nccl on GPU; one rank outside torchrun.
-    rank, world, device = distributed.join(cfg.cpu_offload)
+    rank, world, device = distributed.join(cfg.cpu_offload, cfg.dist_timeout_min)
     out, stage_dir = Path(cfg.output_dir), Path(cfg.output_dir) / f"stage{cfg.stage}"
+    # Several nodes: rank 0 alone creates, renames and deletes the run's folders, and
+    # every rank reads them (stage N-1's model, checkpoints): one folder all nodes see.
+    distributed.check_shared_folder(out, "--output-dir")
     if rank == 0:
         stage_dir.mkdir(parents=True, exist_ok=True)
         (stage_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
@@ -275,9 +282,13 @@ def start_stage(cfg: Config) -> Run:
     run.stats = data_filter.PromptStats()  # per-prompt accuracy: stage N+1's online filter
     if rank == 0:  # metrics.jsonl is always written; tensorboard / wandb besides, on request
         run.logger = plots.MetricsLogger(cfg.report_to, out, f"{cfg.recipe}-stage{cfg.stage}", dataclasses.asdict(cfg))
+    # The engine sleeps while a checkpoint loads: DCP's load creates the optimizer state
+    # (AdamW moments, zeroed gradients, temporaries: ~14 GiB per GPU for the 7B on 8)
+    # that an awake vLLM would leave no room for. resume_or_start_fresh checks it.
+    run.engine.sleep()
     resume_or_start_fresh(run)
-    # Push the trainer's weights before the first rollout, so the engine holds exactly
-    # what the trainer holds (cast to the engine dtype) from the first step on.
+    # Push the trainer's weights before the first rollout (this wakes the engine), so it
+    # holds exactly what the trainer holds (cast to the engine dtype) from step one.
     run.engine.sync_weights(run.model)
     # The baseline: held-out avg@k of the starting model (not again on a resume).
     if cfg.eval_k and run.it == 0:
@@ -295,7 +306,8 @@ def start_stage(cfg: Config) -> Run:
 
 def start_model(cfg: Config, out: Path) -> str:
     """Where this stage starts: --init-from, stage N-1's final model, or --model
-    ("embedded" is converted once, on rank 0)."""
+    ("embedded" is converted once per node, by its local rank 0, into that node's cache:
+    nodes need not share a home)."""
     if cfg.init_from:
         return cfg.init_from
     if cfg.stage > 1:
@@ -305,7 +317,7 @@ def start_model(cfg: Config, out: Path) -> str:
         return str(prev)
     from embedded_model import resolve_model
 
-    return distributed.on_rank0(lambda: resolve_model(cfg.model))
+    return distributed.per_node(lambda: resolve_model(cfg.model))
 
 
 def stage_prompts(cfg: Config, out: Path) -> tuple[list, list, int]:
@@ -352,7 +364,11 @@ def resume_or_start_fresh(run: Run) -> None:
     if ckpt is not None:
         # Shards, optimizer state and the trainer's own state: the resumed run continues
         # with the same data position, controller, RNG streams and statistics.
+        if not run.engine.sleeping:  # the order start_stage keeps; a GPU would run out of memory
+            raise RuntimeError("load_checkpoint needs the rollout engine asleep (engine.sleep() first)")
         meta, mine = load_checkpoint(ckpt, run.model, run.optim)
+        if run.device.type == "cuda":  # load temporaries out of torch's cache before vLLM wakes
+            torch.cuda.empty_cache()
         if meta["order"] != run.order:
             raise SystemExit(f"--resume: {ckpt} has another data order (changed --seed, --data or --toy-size?)")
         run.it, run.draw = meta["done"], meta.get("draws", meta["done"])  # (older checkpoints: one draw per step)

@@ -137,3 +137,43 @@ def test_vllm_share_is_of_the_real_device():
     cfg = parse_config(["--stage", "1"])
     train.check_memory(cfg, cfg.model, 8, 80.0, refuse=False, device_gib=141.0)
     assert cfg.rollout.gpu_memory_utilization == pytest.approx(on_80 * 80 / 141, abs=2e-3)
+
+
+def test_what_the_trainer_keeps_between_steps_is_what_the_rollout_plan_counts(tiny_model, tmp_path):
+    """The rollout phase's trainer term, measured: after a real update and step 7's
+    no-grad pass on 2 gloo FSDP2 ranks (tests/dist_resident_check.py), every parameter is
+    a shard again, no gradient is left, and parameter shards + AdamW state equal the
+    plan's "trainer: parameters + AdamW shards" (3 x 4 bytes x N / ranks). A KL
+    reference model, which only runs no-grad forwards, is resharded by old_logprobs; a
+    bare no-grad forward leaves FSDP2's root gathered (what the reshard is for)."""
+    import json
+
+    from conftest import torchrun
+
+    torchrun(["tests/dist_resident_check.py", str(tmp_path / "out"), tiny_model])
+    want = mp.plan(mp.shape_of(tiny_model), gpus=2, gpu_gib=80, prompt_len=64, response_len=64, micro_batch_tokens=0,
+                   grad_checkpointing=False)["rollout"]["trainer: parameters + AdamW shards"]
+    for r in (0, 1):
+        res = json.loads((tmp_path / "out" / f"rank{r}.json").read_text())
+        assert res["unsharded_after_step"] == [] and res["grads_left"] == [], res
+        assert (res["param_bytes"] + res["adam_bytes"]) == pytest.approx(want, rel=0.01), (res, want)
+        assert "model.embed_tokens.weight" in res["ref_gathered_after_bare_forward"], res  # the FSDP2 behaviour
+        assert res["ref_unsharded_after_old_logprobs"] == [], res
+
+
+def test_the_rollout_phase_keeps_a_margin_for_every_7b_stage():
+    """Every 7B stage on 8 x 80 GiB leaves the stated margin (5% of the GPU) free in the
+    rollout phase beyond the trainer's shards, the CUDA context / NCCL / cuBLAS term and
+    vLLM's share, and vLLM's share never exceeds the released 0.8."""
+    from recipes import RECIPES
+
+    shape = mp.KNOWN_SHAPES["deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"]
+    for recipe in ("or1-7b", "or1-math-7b"):
+        for stage, row in RECIPES[recipe]["stages"].items():
+            p = mp.plan(shape, gpus=8, gpu_gib=80, prompt_len=2048, response_len=row["max_response_len"],
+                        micro_batch_tokens=16384, grad_checkpointing=True)
+            assert p["fits"], (recipe, stage)
+            assert p["rollout_margin"] >= mp.MARGIN_FRACTION * 80 * mp.GiB - 1, (recipe, stage, p["rollout_margin"])
+            assert p["gpu_memory_utilization"] <= mp.VLLM_SHARE_CAP
+            assert p["rollout_total"] + p["rollout_margin"] == pytest.approx(80 * mp.GiB)
+            assert p["kv_sequences"] >= 16, (recipe, stage)  # a whole group of 16 32K responses at once

