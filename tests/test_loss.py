@@ -202,3 +202,32 @@ def test_packed_chunked_update_equals_padded_full_logits_two_gloo_ranks(tie, pla
         assert r["tokens"] == r["n_tok"]  # every response token scored exactly once over the ranks
         assert r["old_logprob_max_abs_diff"] < 1e-12 and r["grad_max_abs_diff"] < 1e-12, r
         assert r["loss_abs_diff"] < 1e-12, r
+
+
+def test_packed_attention_takes_its_boundaries_as_ints(tiny_model, monkeypatch):
+    """packed_sdpa gets each sequence's boundaries from pack() as plain ints (through
+    policy.score's keyword arguments): reading them from position_ids copies a GPU tensor
+    to the host in every layer (and again under checkpointing). Same result either way;
+    and score() never takes the position_ids route (it is made to fail here)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import packing
+    import policy
+    from loss import ScoredHead
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 2, 9, 8), torch.randn(1, 1, 9, 8), torch.randn(1, 1, 9, 8)
+    pos = torch.tensor([[0, 1, 2, 3, 0, 1, 0, 1, 2]])
+    by_pos, _ = packing.packed_sdpa(None, q, k, v, None, position_ids=pos)
+    by_cuts, _ = packing.packed_sdpa(None, q, k, v, None, position_ids=None, packed_cuts=[0, 4, 6, 9])
+    assert torch.equal(by_pos, by_cuts)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32,
+                                                 attn_implementation=packing.register_packed_attention())
+    model.lm_head = ScoredHead(model.lm_head, 4)
+    mb = packing.pack([([5, 6, 7, 8, 9], 2), ([10, 11, 12], 1)], "cpu")
+    want, _ = policy.score(model, mb, 1.0)
+    monkeypatch.setattr(packing, "_boundaries", lambda *a: (_ for _ in ()).throw(AssertionError("read from the device")))
+    got, _ = policy.score(model, mb, 1.0)
+    assert torch.equal(want, got) and got.shape == (5,)

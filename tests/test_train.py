@@ -287,3 +287,37 @@ def test_report_to_writes_the_step_metrics(report_to, boxed_model, small_sum_jso
     for rec in m:
         for key in ("reward_mean", "entropy", "tokens", "kept_group_frac"):
             assert got[(key, rec["step"])] == pytest.approx(rec[key], rel=1e-6), (key, rec["step"])
+
+
+def test_a_checkpoint_loads_only_while_the_engine_sleeps(tiny_model, tmp_path):
+    """--resume's load creates the AdamW state (DCP's _init_optim_state: zeroed gradients,
+    both moments, a sqrt temporary; ~14 GiB per GPU for the 7B on 8), which an awake vLLM
+    would leave no room for. train.start_stage puts the engine to sleep first, and
+    resume_or_start_fresh refuses to load otherwise (a real engine, a one-rank group, in
+    a child process so that this pytest process never joins a group)."""
+    script = f"""
+import sys, torch
+sys.path.insert(0, {str(ROOT)!r})
+import distributed, train
+from recipes import parse_config
+from rollout import HFEngine, RolloutConfig
+cfg = parse_config(["--recipe", "tiny", "--resume", "--output-dir", {str(tmp_path)!r}])
+distributed.join()
+ckpt = train.Path({str(tmp_path)!r}) / "stage1" / "checkpoints" / "step_00000001"
+ckpt.mkdir(parents=True)
+(ckpt / "meta.json").write_text("{{}}")
+run = train.Run(cfg, 0, 1, torch.device("cpu"), ckpt.parents[2], ckpt.parents[1], [], [], [], 0, 1, 0, 1, 0)
+run.engine = HFEngine({tiny_model!r}, RolloutConfig(backend="hf", dtype="float32", max_model_len=256, max_prompt_len=64))
+try:
+    train.resume_or_start_fresh(run)
+except RuntimeError as e:
+    print("refused:", e)
+run.engine.sleep()
+try:
+    train.resume_or_start_fresh(run)  # asleep: it gets as far as reading the (empty) checkpoint
+except Exception as e:
+    print("loading:", type(e).__name__)
+"""
+    p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "refused: load_checkpoint needs the rollout engine asleep" in p.stdout, p.stdout + p.stderr[-3000:]
+    assert "loading: KeyError" in p.stdout, p.stdout + p.stderr[-3000:]  # meta.json has no world_size
