@@ -9,12 +9,15 @@ checkpoint and never leaves a checkpoint that *looks* complete but is not.
   trainer's own state (step, entropy controller, data order, RNG states, prompt
   statistics). Written to step_<k>.tmp/, renamed to step_<k>/ when every rank is done.
 * latest_checkpoint: the newest complete step_<k>/ (ignores *.tmp and folders without
-  meta.json), for `train.py --resume`.
+  meta.json); newest_loadable: the newest one whose files are intact (why_unreadable:
+  bad meta.json, a missing or corrupt rank file, a missing or truncated shard), for
+  `train.py --resume`, which falls back to an older one and says why.
 * save_hf: a plain transformers folder (config + safetensors + tokenizer) that
   transformers and vLLM load directly; the stage's final model.
 
 Imports: nothing of the project (torch, torch.distributed.checkpoint). Exports:
-save_checkpoint, load_checkpoint, latest_checkpoint, save_hf, fsync, rng_state, set_rng_state.
+save_checkpoint, load_checkpoint, latest_checkpoint, complete_checkpoints, why_unreadable,
+newest_loadable, save_hf, fsync, rng_state, set_rng_state.
 """
 
 from __future__ import annotations
@@ -104,8 +107,68 @@ def save_checkpoint(root: Path, done: int, model, optim, meta: dict, rank_state:
 
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint folder (renamed, with meta.json), or None."""
+    done = complete_checkpoints(root)
+    return done[0] if done else None
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Every complete checkpoint folder (renamed, with meta.json), newest first."""
     done = [p for p in root.glob("step_*") if not p.name.endswith(".tmp") and (p / "meta.json").exists()]
-    return max(done, key=lambda p: int(p.name.split("_")[1]), default=None)
+    return sorted(done, key=lambda p: int(p.name.split("_")[1]), reverse=True)
+
+
+def why_unreadable(folder: Path) -> str | None:
+    """Why `folder` cannot be loaded, or None. Checked from the files alone, before any
+    rank starts loading (a load that fails on one rank only would hang the others in a
+    collective): meta.json parses; every rank file of the world that wrote it is there
+    and is an intact archive (torch.save writes a zip; its CRCs are checked); DCP's
+    .metadata reads, and every shard file holds all the bytes it indexes (a half-copied
+    or truncated shard)."""
+    import zipfile
+
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        world = int(meta["world_size"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"meta.json unreadable ({type(e).__name__}: {e})"
+    for r in range(world):
+        f = folder / f"rank{r}.pt"
+        if not f.exists():
+            return f"{f.name} missing (written by {world} ranks)"
+        try:
+            with zipfile.ZipFile(f) as z:
+                bad = z.testzip()
+        except (OSError, zipfile.BadZipFile) as e:
+            return f"{f.name} unreadable ({e})"
+        if bad is not None:
+            return f"{f.name} corrupt (member {bad})"
+    try:
+        storage = FileSystemReader(str(folder)).read_metadata().storage_data
+    except Exception as e:  # DCP raises several types for a missing or torn .metadata
+        return f"DCP .metadata unreadable ({type(e).__name__}: {e})"
+    need: dict[str, int] = {}
+    for info in storage.values():  # each tensor's bytes: (file, offset, length)
+        need[info.relative_path] = max(need.get(info.relative_path, 0), info.offset + info.length)
+    for name, size in sorted(need.items()):
+        f = folder / name
+        have = f.stat().st_size if f.exists() else None
+        if have is None or have < size:
+            return f"shard {name} {'missing' if have is None else f'truncated: {have:,} of {size:,} bytes'}"
+    return None
+
+
+def newest_loadable(root: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that why_unreadable() passes, and the newer ones skipped
+    with their reasons (for --resume to print)."""
+    skipped = []
+    for folder in complete_checkpoints(root):
+        reason = why_unreadable(folder)
+        if reason is None:
+            return folder, skipped
+        skipped.append((folder, reason))
+    return None, skipped
 
 
 def load_checkpoint(folder: Path, model, optim) -> tuple[dict, dict]:

@@ -73,6 +73,7 @@ class Config:
     adv_mask: str = arg("none", "Truncation mask ablation (§3.2.3): none, before, after.", choices=("none", "before", "after"))
     rejection_sampling: bool = arg(True, 'Drop groups whose G rewards are all equal (§3.1); a batch left with none is not a step (released code).')
     max_skipped_batches: int = arg(20, 'Stop when this many rollout batches in a row had every group rejected.')
+    max_nonfinite_steps: int = arg(3, 'Stop after this many steps in a row with a NaN/inf gradient norm (their optimizer steps are skipped).')
     truncated_reward: str = arg("zero", "A response cut at T: zero (report §3.2.3: reward 0, not graded) or grade (released code).",
                                 choices=("zero", "grade"))
     kl_coef: float = arg(0.0, 'k3 KL to the initial policy (§3.2.6 ablation); 0 loads no reference model.')

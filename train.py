@@ -43,6 +43,7 @@ if "--verbose" not in sys.argv:
 
 import dataclasses  # noqa: E402  (after the console settings above)
 import json  # noqa: E402
+import math  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
@@ -57,7 +58,7 @@ import packing  # noqa: E402
 import plots  # noqa: E402
 import policy  # noqa: E402
 import rewards  # noqa: E402
-from checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, save_hf, set_rng_state  # noqa: E402
+from checkpoint import load_checkpoint, newest_loadable, rng_state, save_checkpoint, save_hf, set_rng_state  # noqa: E402
 from entropy_control import AdaptiveEntropyController  # noqa: E402
 from loss import group_advantages  # noqa: E402
 from recipes import Config, parse_config, stage_table  # noqa: E402
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         # One SGD step per mini-batch and pass; on-policy (D_R == D_T, N_reuse 1) that is
         # one step whose importance ratio is exactly 1, so the clip never binds.
         agg, grad_norms = dict.fromkeys(policy.AGG_KEYS + (("kl_ref",) if run.ref_model is not None else ()), 0.0), []
+        nonfinite = 0  # SGD steps skipped for a NaN/inf gradient norm
         for reuse in range(cfg.n_reuse):
             for m, (n_tok, n_seq) in enumerate(minis):
                 if n_tok == 0:
@@ -144,8 +146,12 @@ def main(argv: list[str] | None = None) -> None:
                     agg[k] += mets[k]
                 # The gradient norm over all shards (a DTensor collective), clipped to 1.0.
                 gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                grad_norms.append(float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn))
-                optim.step()
+                gn = float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)
+                if not math.isfinite(gn):  # a NaN/inf loss or gradient: no AdamW step (it would poison
+                    nonfinite += 1         # the moments for good); the norm is global, so every rank agrees
+                else:
+                    grad_norms.append(gn)
+                    optim.step()
                 optim.zero_grad(set_to_none=True)
         t_update = time.perf_counter() - t0
         # ==== 9. adaptive entropy control (§3.2.5) =========================================
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         # NEXT step's loss (one-step lag).
         ent = distributed.all_sum({"sum": -sum(float(lp.sum()) for lp in old_lp), "n": sum(len(lp) for lp in old_lp)})
         step_entropy = ent["sum"] / ent["n"] if ent["n"] else float("nan")
-        if ent["n"]:
+        if math.isfinite(step_entropy):  # no tokens, or non-finite log-probs: the controller holds
             run.ent_ctl.update(step_entropy)
         # ==== 10. weight sync FSDP2 -> engine ==============================================
         # Streams one full parameter at a time (a collective on every rank) into vLLM and
@@ -165,8 +171,10 @@ def main(argv: list[str] | None = None) -> None:
         rec = step_metrics(run, samples, r, trunc, prompts, groups, agg, grad_norms, coef, step_entropy,
                            {"t_rollout": t_rollout, "t_update": t_update, "t_sync": t_sync})
         rec["t_other"] = time.perf_counter() - t_start - t_rollout - t_update
+        rec["nonfinite_sgd_steps"] = nonfinite
         log_step(run, rec, samples, r, batch)
         run.it, run.skipped = run.it + 1, 0
+        check_nonfinite(run, nonfinite)
         # ==== 12. checkpoint =================================================================
         if cfg.save_every and run.it % cfg.save_every == 0 and run.it < run.steps:  # the last: finish_stage
             save_step(run)
@@ -215,6 +223,7 @@ class Run:
     it: int = 0
     draw: int = 0
     skipped: int = 0
+    nonfinite: int = 0  # training steps in a row with a non-finite gradient norm
 
 
 def start_stage(cfg: Config) -> Run:
@@ -358,9 +367,13 @@ def resume_or_start_fresh(run: Run) -> None:
     deletes that stage's old checkpoints and evaluations, so nothing of an earlier run can
     be resumed later. Either way the metric lines of steps about to be (re)done go."""
     cfg, root = run.cfg, run.stage_dir / "checkpoints"
-    ckpt = latest_checkpoint(root) if cfg.resume else None
+    # The newest checkpoint whose files are intact, judged by rank 0 from the files alone
+    # (one verdict for every rank); newer ones that are not are named with the reason.
+    ckpt, skipped = distributed.on_rank0(lambda: newest_loadable(root)) if cfg.resume else (None, [])
+    for folder, reason in skipped:
+        distributed.print0(f"[magic] --resume: skipping {folder}: {reason}")
     if cfg.resume and ckpt is None:
-        distributed.print0(f"[magic] --resume: no complete checkpoint in {root}, starting the stage fresh")
+        distributed.print0(f"[magic] --resume: no loadable checkpoint in {root}, starting the stage fresh")
     if ckpt is not None:
         # Shards, optimizer state and the trainer's own state: the resumed run continues
         # with the same data position, controller, RNG streams and statistics.
@@ -506,6 +519,17 @@ def skip_batch(run: Run) -> None:
                          f"none of these prompts (check the data, the reward, or --difficulty-model)")
 
 
+def check_nonfinite(run: Run, nonfinite: int) -> None:
+    """A step with a NaN/inf gradient norm took no optimizer step for it (counted in the
+    step's metrics and console line). Several such steps in a row means the run cannot
+    recover by itself: stop, saying so."""
+    run.nonfinite = run.nonfinite + 1 if nonfinite else 0
+    if run.nonfinite >= run.cfg.max_nonfinite_steps:
+        raise SystemExit(f"{run.nonfinite} training steps in a row had a non-finite (NaN/inf) loss or gradient norm; "
+                         f"their optimizer steps were skipped. Resume from the last checkpoint with a lower --lr, or "
+                         f"check --temperature and the data (--max-nonfinite-steps sets how many are tolerated)")
+
+
 def step_metrics(run: Run, samples, r, trunc, prompts, groups, agg, grad_norms, coef, entropy, times) -> dict:
     """Step 11's record: sums over ranks in one collective, rates divided on the way out.
     reward_mean is over all samples before rejection; trunc_ratio is the report's "clip
@@ -556,7 +580,8 @@ def log_step(run: Run, rec: dict, samples, r, batch) -> None:
     run.bar.write(f"[s{rec['stage']} {rec['step']:>5}] reward {rec['reward_mean']:.3f} kept {rec['kept_group_frac']:.2f} "
                   f"ent {rec['entropy']:.3f}/{rec['entropy_full']:.3f} coef {rec['entropy_coef']:.2e} "
                   f"trunc {rec['trunc_ratio']:.2f} len {rec['response_len_mean']:.0f}/{rec['response_len_max']:.0f} "
-                  f"clip {rec['clip_frac_low'] + rec['clip_frac_high']:.3f} gnorm {rec['grad_norm']:.3f} | "
+                  f"clip {rec['clip_frac_low'] + rec['clip_frac_high']:.3f} gnorm {rec['grad_norm']:.3f} "
+                  + (f"NON-FINITE {rec['nonfinite_sgd_steps']} skipped " if rec["nonfinite_sgd_steps"] else "") + "| "
                   f"roll {rec['t_rollout']:.1f}s upd {rec['t_update']:.1f}s other {rec['t_other']:.1f}s")
     run.bar.set_postfix(reward=f"{rec['reward_mean']:.2f}", ent=f"{rec['entropy']:.2f}")
     run.logger.log(rec)
