@@ -59,18 +59,7 @@ update_flops, run_checks, write_report, main.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import gc
-import json
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
-import traceback
+import argparse, dataclasses, gc, json, os, platform, shutil, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -78,22 +67,30 @@ ROOT = Path(__file__).resolve().parent
 # What the GPU image (KINDS.md, 2026-11) lacks and a check needs: Math-Verify grades
 # the responses that end before T (rewards.math_reward imports it lazily). sympy is on
 # the image. vLLM and datasets are not needed with --rollout-backend hf and toy data.
+# The other two: math-verify's LaTeX parser and its ANTLR runtime (pip runs --no-deps).
 WHEELS = ["math-verify==0.9.0", "latex2sympy2_extended==1.11.0", "antlr4-python3-runtime==4.13.2"]
 # The device README's download command (x86-64 wheels for the image's Python 3.12).
+# --platform needs --only-binary; all three are py3-none-any wheels, which any tag admits.
 PIP_DOWNLOAD = ("python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "
                 "--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 "
                 "--platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl " + " ".join(WHEELS))
 # The device call's command (carry [".whl"]): install the wheels, point the 7B header
-# cache at the carried copy, run the check into $OUT.
+# cache at the carried copy, run the check into $OUT. --target /tmp/site + PYTHONPATH
+# leaves the image's site-packages untouched; `|| exit` stops there when the install
+# fails, so a missing wheel is never reported as a failed check.
 DEVICE_COMMAND = ("python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "
                   ".whl/*.whl && export PYTHONPATH=/tmp/site || exit; MAGIC_CACHE=$PWD/.whl/cache PYTHONUNBUFFERED=1 "
                   "python3 gpu_check.py --out $OUT")
-# Relative error ||x - ref|| / ||ref|| allowed against the float64 reference, by dtype.
+# Relative error ||x - ref|| / ||ref|| allowed against the float64 reference, by dtype
+# (sources: the module docstring). float32 at 1e-4 also catches TF32 left on (METHOD.md:
+# near 3e-4); bf16 at 3e-2 leaves 2x over the 1.4e-2 seen, while the faults guarded against
+# (a chunk off by one, tau twice or never, attention across a packing cut) give O(1).
 TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2}
 # Dense bf16 peak by device name (vendor datasheets, SXM parts, no sparsity): MFU's
 # denominator. H200.md: the H200's arithmetic is the H100's, "dense bf16 about 990".
-DATASHEET_BF16 = {"H200": ("NVIDIA H200 SXM datasheet, dense BF16", 989.4e12),
-                  "H100": ("NVIDIA H100 SXM datasheet, dense BF16", 989.4e12)}
+# 989.4 TFLOP/s is the datasheet's 1,979 "with sparsity" halved. A device not listed
+# gets MFU against the bf16 matmul timed in the same run only (matmul_rate).
+DATASHEET_BF16 = {"H200": ("NVIDIA H200 SXM datasheet, dense BF16", 989.4e12), "H100": ("NVIDIA H100 SXM datasheet, dense BF16", 989.4e12)}
 
 
 @dataclasses.dataclass
@@ -112,8 +109,12 @@ class Sizes:
     #             matmuls run ~10x slower there; the FSDP2 check computes in bf16 anyway)
 
 
+# GPU: the head check's float64 reference holds [N, V] = 4,096 x 152,064 logits (5 GB),
+# the 7B's head at the 7B's width. deadline 450 s: no check starts after 7.5 minutes,
+# so with imports the run ends inside the 8 minutes issue 20 asks for.
 GPU = Sizes(head=(4096, 3584, 152064, 1024), width="7b", layers=2, hidden=0, response_len=256,
             lengths=(8192, 32768), gen=(16, 4, 128), deadline=450, dtype="bfloat16")
+# CPU: the same checks in miniature; chunk 7 does not divide N = 48: a partial last chunk.
 CPU = Sizes(head=(48, 32, 3001, 7), width="small", layers=2, hidden=64, response_len=16,
             lengths=(128, 256), gen=(2, 2, 8), deadline=0, dtype="float32")
 PROMPT = 64  # prompt tokens of the memory check's sequence (the rest is response)
@@ -125,7 +126,8 @@ PROMPT = 64  # prompt tokens of the memory check's sequence (the rest is respons
 
 
 def rel(x, ref) -> float:
-    """||x - ref|| / ||ref|| in float64 (METHOD.md's error measure)."""
+    """||x - ref|| / ||ref|| in float64 (METHOD.md's error measure). The clamp turns a
+    zero reference into a huge error rather than a division by zero."""
     x, ref = x.detach().double(), ref.detach().double()
     return float((x - ref).norm() / ref.norm().clamp(min=1e-300))
 
@@ -154,6 +156,7 @@ def matmul_rate(device, dtype: str) -> float:
     import torch
 
     n = 8192 if device.type == "cuda" else 512
+    # [n, n] @ [n, n]: 2 n^3 FLOP. The first 2 of 7 runs warm up (cuBLAS's choice, clocks).
     a, b = (torch.randn(n, n, device=device, dtype=getattr(torch, dtype)) for _ in range(2))
     runs = [timed(lambda: a @ b, device)[1] for _ in range(7)][2:]
     return 2 * n**3 / sorted(runs)[len(runs) // 2]
@@ -170,11 +173,14 @@ def update_flops(shape, tokens: int, scored: int) -> float:
     >>> update_flops(ModelShape(10, 4, 1, 8, 1, 1, 4, False), tokens=2, scored=1)
     2304.0
     """
+    # Per layer and token, as multiply-adds (2 FLOP each): q/k/v projections [H, q + 2 kv],
+    # the output projection [q, H], the SwiGLU MLP's three [H, I] matrices (gate, up, down).
     q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
     matmul = shape.hidden * (q + 2 * kv) + q * shape.hidden + 3 * shape.hidden * shape.intermediate  # per layer
     dense = 2 * shape.layers * matmul * tokens + 2 * shape.vocab * shape.hidden * scored
+    # QK^T and PV: 2 q FLOP each per query-key pair, over the pairs the causal mask keeps.
     attention = shape.layers * 4 * q * tokens * (tokens + 1) / 2
-    return 3.0 * (dense + attention)
+    return 3.0 * (dense + attention)  # backward = 2 forwards: gradients of inputs and of weights
 
 
 def free_gpu(device) -> None:
@@ -197,6 +203,8 @@ def tiny_model(folder: Path) -> str:
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
+    # 4 query heads over 2 KV heads: the grouped-query path the 7B takes (28 over 4). 64
+    # wide and 97 tokens, so the float64 references below take milliseconds.
     cfg = Qwen2Config(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False)
     torch.manual_seed(0)
@@ -210,29 +218,32 @@ def check_process_group(device, folder: str):
     import torch
     import torch.distributed as dist
 
-    import packing
-    import policy
+    import packing, policy
     from recipes import Config
 
     backend, local = dist.get_backend(), int(os.environ["LOCAL_RANK"])
     want = "nccl" if device.type == "cuda" else "gloo"
-    # An all_reduce on the collectives' device: one rank, so the sum is the tensor itself.
+    # An all_reduce of [2^20] float32 (4 MiB) on the collectives' device: one rank, so the
+    # sum is the tensor itself. It proves NCCL initialised and can launch on that device.
     x = torch.full((1 << 20,), 3.0, device=device)
     _, t_ar = timed(lambda: dist.all_reduce(x), device)
     model = policy.build_policy(folder, Config(param_dtype="bfloat16", grad_checkpointing="off"), device)
     seen = {}  # dtypes inside a decoder layer's MLP during the forward
     hook = model.model.layers[0].mlp.down_proj.register_forward_hook(
         lambda m, inp, out: seen.update(input=inp[0].dtype, weight=m.weight.dtype, output=out.dtype))
+    # One 19-token sequence (prompt 5, 14 scored) forward and backward through FSDP2's
+    # unshard and reduce-scatter hooks: the dtypes are observed, not read from a config.
     lp, ent = policy.score(model, packing.pack([(list(range(1, 20)), 5)], device), 1.0)
     (lp.sum() + ent.sum()).backward()
     hook.remove()
     params = list(model.parameters())
     # The reduction dtype is FSDP2's own setting (nothing to observe on one rank).
     reduce = model.model.layers[0]._get_fsdp_state()._fsdp_param_group.mp_policy.reduce_dtype
+    # A wrong MixedPrecisionPolicy shows as float32 compute (2x the activations, no bf16
+    # tensor cores), bf16 gradients or reduction (8-bit mantissa sums), or no DTensor shards.
     ok = (backend == want and device.index == (local if device.type == "cuda" else None) and bool((x == 3.0).all())
           and seen.get("input") == seen.get("weight") == torch.bfloat16 and reduce == torch.float32
-          and all(p.dtype == p.grad.dtype == torch.float32 and hasattr(p, "full_tensor") and p.device.type == device.type
-                  for p in params))
+          and all(p.dtype == p.grad.dtype == torch.float32 and hasattr(p, "full_tensor") and p.device.type == device.type for p in params))
     figure = f"{backend} on {device}, LOCAL_RANK {local}; compute {seen.get('input')}, shards/grads float32, reduce {reduce}"
     details = [("backend", backend), ("device", str(device)), ("all_reduce of 4 MiB, s", f"{t_ar:.4f}"),
                ("layer input / weight / output dtype in forward", f"{seen.get('input')} / {seen.get('weight')} / {seen.get('output')}"),
@@ -250,12 +261,16 @@ def check_head(device, sizes: Sizes):
 
     N, H, V, chunk = sizes.head
     g = torch.Generator(device=device).manual_seed(0)
-    h0 = torch.randn(N, H, device=device, generator=g)
-    w0 = torch.randn(V, H, device=device, generator=g) * (3 / H**0.5)  # logits ~ N(0, 9): a peaked softmax
-    t = torch.randint(0, V, (N,), device=device, generator=g)
+    h0 = torch.randn(N, H, device=device, generator=g)  # [N, H] final hidden states
+    w0 = torch.randn(V, H, device=device, generator=g) * (3 / H**0.5)  # [V, H] lm_head; logits ~ N(0, 9): a peaked softmax
+    t = torch.randint(0, V, (N,), device=device, generator=g)  # [N] target tokens
+    # Random cotangents [N] for log p and entropy: every position gets its own weight in
+    # the backward, as in the loss, so per-position errors cannot cancel in a plain sum.
     g_lp, g_ent = (torch.randn(N, device=device, generator=g, dtype=torch.float64) for _ in range(2))
 
-    def run(dtype, chunked):  # -> [log p, H, d/dhidden, d/dweight] in float64
+    def run(dtype, chunked):  # -> [log p [N], H [N], d/dhidden [N, H], d/dweight [V, H]] in float64
+        # Fresh leaves each run, so .grad is this run's. tau 0.7, not 1: a head that skips
+        # the division by tau, or applies it twice, fails.
         h, w = h0.to(dtype, copy=True).requires_grad_(), w0.to(dtype, copy=True).requires_grad_()
         if chunked:
             lp, ent = head_logprobs(h, w, t, 0.7, chunk)
@@ -270,6 +285,9 @@ def check_head(device, sizes: Sizes):
 
     ref = run(torch.float64, False)
     ok, details, worst = True, [], {}
+    # Both heads in the same dtype, each against float64: the full head's error is the
+    # floor this dtype allows; the chunked head must stay at that floor (the "chunked vs
+    # full logits" row shows how close the two are), and both within TOLERANCE.
     for dtype in ("float32", "bfloat16"):
         chunked, full = run(getattr(torch, dtype), True), run(getattr(torch, dtype), False)
         e_c, e_f = [rel(a, r) for a, r in zip(chunked, ref)], [rel(a, r) for a, r in zip(full, ref)]
@@ -288,27 +306,31 @@ def check_packed(device, folder: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    import packing
-    import policy
+    import packing, policy
     from loss import entropy_from_logits, policy_loss, token_logprobs
     from recipes import Config
 
     torch.manual_seed(1)
-    lens = [(4, 6), (9, 2), (3, 14), (6, 25), (2, 4), (5, 11)]  # (prompt, response): several micro-batches
-    seqs = [(torch.randint(0, 97, (p + r,)).tolist(), p) for p, r in lens]
+    # (prompt, response): 91 tokens under a 24-token budget, so several micro-batches;
+    # (6, 25) alone is longer than the budget. Head chunks of 4 cross sequence boundaries.
+    lens = [(4, 6), (9, 2), (3, 14), (6, 25), (2, 4), (5, 11)]
+    seqs = [(torch.randint(0, 97, (p + r,)).tolist(), p) for p, r in lens]  # ids in the tiny model's vocabulary
+    # Advantages [S]; n_tok: eq. 3.1's token-level denominator (all response tokens, no
+    # per-response 1/|y|); coef: the entropy bonus, so its gradient is checked too.
     adv, n_tok, coef, lengths = torch.randn(len(seqs)).tolist(), sum(r for _, r in lens), 1e-2, [r for _, r in lens]
-    cfg = dict(temperature=0.7, clip_low=0.2, clip_high=0.28, micro_batch_tokens=24, head_chunk_tokens=4,
-               grad_checkpointing="off")
+    cfg = dict(temperature=0.7, clip_low=0.2, clip_high=0.28, micro_batch_tokens=24, head_chunk_tokens=4, grad_checkpointing="off")
     # Reference: one right-padded batch with an attention mask, [B, L, V] logits, float64.
     ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float64).to(device)
-    L = max(len(s) for s, _ in seqs)
+    L = max(len(s) for s, _ in seqs)  # ids, att: [B, L], padded with token 0 and mask 0
     ids = torch.tensor([s + [0] * (L - len(s)) for s, _ in seqs], device=device)
     att = torch.tensor([[1] * len(s) + [0] * (L - len(s)) for s, _ in seqs], device=device)
     logits = ref(input_ids=ids, attention_mask=att, use_cache=False).logits
+    # Position j predicts token j + 1: rows p - 1 .. len - 2 score the response s[p:].
     rows = torch.cat([logits[i, p - 1:len(s) - 1] for i, (s, p) in enumerate(seqs)])  # [n, V]: the scored rows
     targets = torch.tensor([t for s, p in seqs for t in s[p:]], device=device)
     lp_ref = packing.per_sequence(token_logprobs(rows[None], targets[None], 0.7)[0], lengths)  # [S, R]
     ent_ref = packing.per_sequence(entropy_from_logits(rows, 0.7), lengths)
+    # mask [S, R]: 1 on each sequence's real response tokens, 0 on the padding per_sequence adds.
     mask = (torch.arange(lp_ref.shape[1], device=device) < torch.tensor(lengths, device=device)[:, None]).double()
     # Off-policy, so the clip binds, with every log-ratio 0.1 or more away from a clip
     # edge (log 0.8, log 1.28): bf16 rounding must not move a token across an edge,
@@ -320,6 +342,7 @@ def check_packed(device, folder: str):
     loss_ref.backward()
     want = dict(ref.named_parameters())
     ok, details, worst = True, [], {}
+    # train.py's steps 7 and 8 as they run there, in each dtype (no reference model: None).
     for dtype in ("float32", "bfloat16"):
         c = Config(param_dtype=dtype, **cfg)
         model = policy.build_policy(folder, c, device)
@@ -331,12 +354,13 @@ def check_packed(device, folder: str):
         # The gradient as one vector (a parameter whose exact gradient is ~0, such as the
         # key bias -- softmax ignores a shift shared by all keys -- has no relative error).
         got = {n: p.grad.full_tensor() for n, p in model.named_parameters()}
-        e_grad = rel(torch.cat([g.flatten().double().cpu() for g in got.values()]),
-                     torch.cat([want[n].grad.flatten().cpu() for n in got]))
+        e_grad = rel(torch.cat([g.flatten().double().cpu() for g in got.values()]), torch.cat([want[n].grad.flatten().cpu() for n in got]))
         each = {n: rel(g, want[n].grad) for n, g in got.items()}
         top = max(each, key=each.get)
         worst[dtype] = max(e_lp, e_loss, e_grad)
         clipped = mets["clip_frac_low"] + mets["clip_frac_high"]  # token-weighted sums: clipped tokens
+        # clipped > 0: with no token clipped, a broken clip (wrong edge, wrong branch's
+        # gradient) would pass unseen.
         ok &= within([e_lp, e_loss, e_grad], TOLERANCE[dtype]) and clipped > 0
         details += [(f"{dtype}: rel err log p / loss / gradient (all parameters); clipped tokens",
                      f"{e_lp:.1e} / {e_loss:.1e} / {e_grad:.1e}; {clipped:.0f}"),
@@ -344,6 +368,7 @@ def check_packed(device, folder: str):
                      f"{top}: {each[top]:.1e} (|grad| {want[top].grad.norm():.1e})")]
         del model
         free_gpu(device)
+    # The packed micro-batch count, for the report (the same plan accumulate_gradients ran).
     passes = sum(1 for _ in policy.micro_batches(seqs, cfg["micro_batch_tokens"], 0, device))
     details.insert(0, ("sequences / response tokens / packed micro-batches", f"{len(seqs)} / {n_tok} / {passes}"))
     figure = f"{len(seqs)} sequences in {passes} packed micro-batches: worst rel err fp32 {worst['float32']:.1e}, bf16 {worst['bfloat16']:.1e}"
@@ -361,12 +386,17 @@ def build_model(sizes: Sizes, folder: Path, device) -> str:
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
+    # 2 layers at the 7B's width: embedding + lm_head (2 x 152,064 x 3,584 = 1.09B) are most
+    # of its ~1.5B parameters, so the checks see the 7B's vocabulary-sized tensors exactly.
     src = Path(r1_7b_header_folder())
     conf = json.loads((src / "config.json").read_text())
-    conf.update(num_hidden_layers=sizes.layers, max_window_layers=sizes.layers)  # fewer layers, the rest as the 7B
+    # Fewer layers, the rest as the 7B; max_window_layers is the layer count in the 7B's
+    # config (GGUF block_count), so it follows.
+    conf.update(num_hidden_layers=sizes.layers, max_window_layers=sizes.layers)
     with torch.device(device):  # random init on the GPU: seconds, not minutes, for 1.5B parameters
         model = AutoModelForCausalLM.from_config(Qwen2Config(**conf), dtype=torch.bfloat16)
     model.save_pretrained(folder)
+    # save_pretrained writes no tokenizer; train.py reads it from the model folder too.
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(src / name, folder / name)
     return str(folder)
@@ -378,27 +408,34 @@ def check_update(device, sizes: Sizes, model_path: str):
     generation check syncs it into the engine)."""
     import torch
 
-    import memory_plan as mp
-    import policy
+    import memory_plan as mp, policy
     from recipes import Config
 
+    # One sequence per micro-batch at every length, checkpointing off: exactly the case
+    # memory_plan.plan prices below (micro_batch_tokens=0, grad_checkpointing=False).
     cfg = Config(param_dtype=sizes.dtype, grad_checkpointing="off", micro_batch_tokens=max(sizes.lengths))
     model = policy.build_policy(model_path, cfg, device)
+    # AdamW as train.py builds it: its two float32 moments per parameter exist after the
+    # warm-up step, so the measured peaks hold them, as the plan's optimizer line does.
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shape = mp.shape_of(model_path)
 
-    def sgd_step(seqs, old):  # step 8: forward + backward of eq. 3.1, clip, AdamW
+    # step 8: forward + backward of eq. 3.1, clip, AdamW. Arguments: advantage 1.0, no
+    # reference model, denominator = the response tokens, entropy coefficient 1e-3, pad 0.
+    def sgd_step(seqs, old):
         policy.accumulate_gradients(model, seqs, old, [1.0], None, len(seqs[0][0]) - PROMPT, 1e-3, cfg, 0, device)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optim.step()
         optim.zero_grad(set_to_none=True)
 
-    def sequence(n):  # one sequence of n tokens and its old log-probs (step 7, untimed)
+    def sequence(n):  # one sequence of n random tokens (PROMPT of them prompt) and its old log-probs (step 7, untimed)
         seqs = [(torch.randint(0, shape.vocab, (n,)).tolist(), PROMPT)]
         return seqs, policy.old_logprobs(model, seqs, cfg, 0, device)
 
     sgd_step(*sequence(2 * PROMPT))  # warm-up: AdamW state exists from here on, kernels loaded
     cuda = device.type == "cuda"
+    # peak: (label, FLOP/s) of the datasheet entry named in the device's name, else None.
+    # On CPU a nominal 1000 GiB "GPU", so the plan never refuses a length for want of memory.
     peak = next((v for k, v in DATASHEET_BF16.items() if cuda and k in torch.cuda.get_device_name(device)), None)
     rate, gib, ok, rows, figs = matmul_rate(device, sizes.dtype), 2**30, True, [], []
     total = torch.cuda.get_device_properties(device).total_memory if cuda else 1000 * gib
@@ -409,18 +446,20 @@ def check_update(device, sizes: Sizes, model_path: str):
         planned = p["update_total"] - slack  # what PyTorch's allocator should hold at the peak
         seqs, old = sequence(n)
         free_gpu(device)
-        if cuda:
+        if cuda:  # peaks of this length only (the warm-up and the previous length are gone)
             torch.cuda.reset_peak_memory_stats(device)
         _, t_first = timed(lambda: sgd_step(seqs, old), device)  # memory of the first step at this length
         if cuda:
             free, whole = torch.cuda.mem_get_info(device)
             context = whole - free - torch.cuda.memory_reserved(device)  # CUDA context, NCCL: outside PyTorch's pool
             alloc, reserved = torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
+            # The bounds [0.80, 1.05] and why: the module docstring.
             ok &= 0.80 <= alloc / planned <= 1.05 and reserved + context <= p["update_total"]
             rows.append((f"{n:,} tokens: max allocated / max reserved / context GiB; allocated / plan without slack",
                          f"{alloc / gib:.2f} / {reserved / gib:.2f} / {context / gib:.2f}; {alloc / planned:.3f}"))
         _, t = timed(lambda: sgd_step(seqs, old), device)  # timing: the allocator already holds this length's blocks
         flops = update_flops(shape, n, n - PROMPT)
+        # MFU against [the matmul timed here, the datasheet peak when the device is listed].
         mfu = [flops / t / rate] + ([flops / t / peak[1]] if peak else [])
         figs.append(f"{n:,} tokens: {n / t:,.0f} tok/s, MFU {100 * mfu[-1]:.1f}% ({'datasheet' if peak else 'of the matmul here'})"
                     + (f", alloc/plan {alloc / planned:.2f}" if cuda else ""))
@@ -445,13 +484,17 @@ def check_generation(device, sizes: Sizes, model_path: str, policy_model):
     from rollout import HFEngine, RolloutConfig, iter_full_params
 
     P, G, T = sizes.gen
+    # Prompts up to 256 tokens (toy ones are far shorter), then room for T new ones.
     engine = HFEngine(model_path, RolloutConfig(backend="hf", dtype=sizes.dtype, max_model_len=256 + T, max_prompt_len=256))
     engine.sync_weights(policy_model)  # warm-up
-    syncs = sorted(timed(lambda: engine.sync_weights(policy_model), device)[1] for _ in range(3))
+    syncs = sorted(timed(lambda: engine.sync_weights(policy_model), device)[1] for _ in range(3))  # [best, median, worst]
+    # The sync is a copy, not arithmetic: any difference from 0.0 is a tensor missed, put
+    # under the wrong name, or cast to the wrong dtype.
     own, worst, n_bytes = engine.model.state_dict(), 0.0, 0
     for name, full in iter_full_params(policy_model, getattr(torch, sizes.dtype)):  # what the engine must now hold
         worst = max(worst, (own[name].float() - full.float()).abs().max().item())
         n_bytes += full.numel() * full.element_size()
+    # P toy arithmetic prompts; tokens counted are those generated (EOS may end a sample early).
     msgs = [r["prompt"] for r in toy_data.arithmetic_rows(P, "test")]
     engine.generate(msgs[:1], n=1, max_new_tokens=4)  # warm-up
     samples, t = timed(lambda: engine.generate(msgs, n=G, temperature=1.0, max_new_tokens=T, seed=0), device)
@@ -485,6 +528,7 @@ def check_train(device, sizes: Sizes, model: str, work: Path, timeout: float):
 
     wrapper, out = work / "train_hidden.py", work / "run"
     wrapper.write_text(_HIDDEN_RUN.format(root=str(ROOT), train=str(ROOT / "train.py")))
+    # 2 prompts x 4 samples a step; a checkpoint every step; no evaluation, no plots.
     args = ["--recipe", "tiny", "--model", model, "--rollout-backend", "hf", "--data", "toy", "--toy-size", "16",
             "--rollout-batch-size", "2", "--mini-batch-size", "2", "--group-size", "4",
             "--max-response-len", str(sizes.response_len), "--rejection-sampling", "false",  # a random model's groups are all 0
@@ -514,6 +558,7 @@ def check_train(device, sizes: Sizes, model: str, work: Path, timeout: float):
     # RNG states are restored); timings and memory peaks are measured, not computed.
     same = lambda r: {k: v for k, v in r.items() if not k.startswith("t_") and not k.endswith("_peak_gib")}  # noqa: E731
     diff = max((abs(v - resumed[-1][k]) for k, v in same(first[-1]).items() if isinstance(v, (int, float))), default=0.0)
+    # Run 1: steps 1, 2, one checkpoint; the resumed run logs so and rewrites steps [1, 2].
     ok = ([r["step"] for r in first] == [1, 2] and ckpts == ["step_00000001"] and "resumed from" in logs[1]
           and [r["step"] for r in resumed] == [1, 2] and all(r["tokens"] > 0 and r["sgd_steps"] == 1 for r in first + resumed)
           and (out / "stage1" / "final" / "config.json").exists())
@@ -580,8 +625,7 @@ def write_report(out: Path, mode: str, where: str, results: list[dict], wall: fl
     (out / "gpu_check.json").write_text(json.dumps({"mode": mode, "machine": where, "wall_s": round(wall, 1),
                                                     "passed": passed, "checks": results}, indent=2))
     md = [f"# gpu_check ({mode}): {'all checks passed' if passed else 'FAILED'}", "", f"machine: {where}",
-          f"wall time: {wall:.0f} s (imports included)", "", "| check | result | measured | criterion | s |",
-          "|---|---|---|---|---|"]
+          f"wall time: {wall:.0f} s (imports included)", "", "| check | result | measured | criterion | s |", "|---|---|---|---|---|"]
     cell = lambda x: str(x).replace("|", "\\|")  # noqa: E731  a "|" in a value would end the cell
     md += [f"| {r['name']} | {'pass' if r['passed'] else '**FAIL**'} | {cell(r['figure'])} | {cell(r['criterion'])} | "
            f"{r['seconds']} |" for r in results]
@@ -643,13 +687,15 @@ def main(argv: list[str] | None = None) -> int:
     def train():  # the trainer process needs the GPU: this process lets go of what it holds
         state.pop("policy", None)
         free_gpu(device)
+        # train.py is last: it gets what is left of the deadline plus 20 s (CPU: 30 minutes).
         left = (sizes.deadline + 20 - (time.perf_counter() - started)) if sizes.deadline else 1800
         return check_train(device, sizes, model(), work, timeout=left)
 
+    # Cheap exactness checks first, so a short run still reports them; train.py last, as
+    # it needs the GPU this process would otherwise hold.
     checks = [("process group + FSDP2 mixed precision", lambda: check_process_group(device, tiny)),
               ("chunked vs full-logit loss head", lambda: check_head(device, sizes)),
-              ("packed vs padded micro-batches", lambda: check_packed(device, tiny)),
-              ("update memory vs plan, tokens/s, MFU", update),
+              ("packed vs padded micro-batches", lambda: check_packed(device, tiny)), ("update memory vs plan, tokens/s, MFU", update),
               ("weight sync + generation (transformers engine)", lambda: check_generation(device, sizes, model(), state["policy"])),
               ("train.py: 2 steps, checkpoint, resume", train)]
     if a.only:  # a rerun of some checks (the generation check needs the update check's policy)
