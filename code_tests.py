@@ -13,17 +13,26 @@ reads four formats from `reward_model.ground_truth`:
 
 As the released loader does (or1_scripts/data_preprocess/download_and_filter_data_7b.py),
 keys with empty values are dropped first (`released_tests`), so a row that carries
-another format's keys as null or "" is read in the format its non-empty keys name. The trusted side decides: call results come back
-as plain data and are compared here; assertion tests run in a checker process that the
-solution cannot reach. Tests in no known format are an error naming what is missing,
-never a silent 0.
+another format's keys as null or "" is read in the format its non-empty keys name.
+Tests in no known format are an error naming what is missing, never a silent 0.
+
+The trusted side decides. Call results come back as plain data and are compared here.
+Assertion tests run in a checker process that the solution cannot reach; an object the
+solution returns stays in the solution's process and the checker uses a stand-in that
+forwards every use (attributes, str, len, iteration, +, isinstance, ...) and gets back
+what the real object gives, as data. One use is decided on the checker's side instead:
+comparing a solution's object with a test's own value (`f(x) == 3`) compares the
+object's plain value (a namedtuple's tuple, a Counter's dict), never its __eq__, so an
+always-equal object equals nothing. Stdin and call output may be as large as the
+expected output allows (`_output_cap`); a flood is cut.
 
 Where this differs from the released scorer, on purpose: the list-of-arguments call form
 is read too (the released grade_call_based does `inputs.split("\n")` and scores it 0);
 an `import_prefix` test file runs whole (released: line 0 joined to each later line, one
 process per line, so a multi-line assertion is a SyntaxError there) and the assert_case
 statements run in one checker (released: one process per statement; the reward is
-all-pass either way). Code extraction is rewards.extract_code's.
+all-pass either way); the comparison rule above (released: one process, the object's
+own __eq__ decides). Code extraction is rewards.extract_code's.
 
 Imports: sandbox.py. Exports: TestReport, check_syntax, released_tests, test_format, run_tests,
 LCB_PRELUDE, ASSERT_CASE_PRELUDE.
@@ -33,6 +42,8 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import re
 from dataclasses import dataclass, field
 
 from sandbox import SandboxConfig, run
@@ -151,203 +162,441 @@ def _same_stdout(got: str, want: str) -> bool:
     return True
 
 
-# Values cross between processes as tagged JSON (source shared by both sides): plain
+def _compact(template: str) -> str:
+    """A harness template without its comment-only and blank lines: every program
+    compiles its harness afresh (about 1 ms less each); the comments are for the reader."""
+    return "\n".join(line for line in template.split("\n") if line.strip() and not line.lstrip().startswith("#"))
+
+
+# Values cross between processes as tagged JSON (source shared by all sides): plain
 # data only -- numbers (inf and nan included), strings, bools, None, lists, and tagged
 # tuples, dicts, sets, bytes, complex. The trusted side rebuilds them with json.loads,
 # so no object of the solution's (an always-equal one, say) ever reaches a comparison.
-_CODEC = r"""
+# The assertion harness passes `obj` hooks: there, anything that is not *exactly* one of
+# these types (a class instance, a Counter, a namedtuple) crosses as a handle instead.
+_CODEC = _compact(r"""
 import json as _json
+_PLAIN = {type(None), bool, int, float, str, list, tuple, dict, set, frozenset, bytes, complex}
+# Stdlib value types that the assertion checker rebuilds itself, from their constructor
+# arguments, when it compares one with a test's value (never the solution's __eq__).
+_STD = {"collections.deque", "collections.Counter", "collections.OrderedDict", "collections.defaultdict",
+        "fractions.Fraction", "decimal.Decimal", "datetime.date", "datetime.datetime", "datetime.time",
+        "datetime.timedelta"}
 # Encode: plain data as JSON; a one-key object tags what JSON cannot say (tuple, dict
-# with any keys, set, bytes, complex). Anything else raises TypeError: not data.
-def _enc(x):
+# with any keys, set, bytes, complex). Anything else: obj(x) (a handle) if given, else
+# TypeError (not data; a subclass of a plain type counts as its plain value then).
+def _enc(x, obj=None):
+    if obj is not None and type(x) not in _PLAIN:
+        return obj(x)
     if x is None or isinstance(x, (bool, int, float, str)):
         return x
     if isinstance(x, list):
-        return [_enc(v) for v in x]
+        return [_enc(v, obj) for v in x]
     if isinstance(x, tuple):
-        return {"t": [_enc(v) for v in x]}
+        return {"t": [_enc(v, obj) for v in x]}
     if isinstance(x, dict):
-        return {"d": [[_enc(k), _enc(v)] for k, v in x.items()]}
+        return {"d": [[_enc(k, obj), _enc(v, obj)] for k, v in x.items()]}
     if isinstance(x, (set, frozenset)):
-        return {"s" if isinstance(x, set) else "fs": [_enc(v) for v in x]}
+        return {"s" if isinstance(x, set) else "fs": [_enc(v, obj) for v in x]}
     if isinstance(x, bytes):
         return {"b": x.hex()}
     if isinstance(x, complex):
         return {"c": [x.real, x.imag]}
     raise TypeError("not plain data: " + type(x).__name__)
-# Decode: builds only lists, tuples, dicts, sets, bytes, complex and JSON scalars.
-def _dec(x):
+# Decode: builds only lists, tuples, dicts, sets, bytes, complex and JSON scalars; any
+# other tag goes to obj(tag, value) if given (a handle), else ValueError.
+def _dec(x, obj=None):
     if isinstance(x, list):
-        return [_dec(v) for v in x]
+        return [_dec(v, obj) for v in x]
     if not isinstance(x, dict):
         return x
     (tag, v), = x.items()
     if tag == "t":
-        return tuple(_dec(i) for i in v)
+        return tuple(_dec(i, obj) for i in v)
     if tag == "d":
-        return {_dec(k): _dec(i) for k, i in v}
+        return {_dec(k, obj): _dec(i, obj) for k, i in v}
     if tag in ("s", "fs"):
-        return (set if tag == "s" else frozenset)(_dec(i) for i in v)
+        return (set if tag == "s" else frozenset)(_dec(i, obj) for i in v)
     if tag == "b":
         return bytes.fromhex(v)
     if tag == "c":
         return complex(*v)
+    if obj is not None:
+        return obj(tag, v)
     raise ValueError(tag)
-"""
+""")
 # The trusted side decodes with the very source the children encode with: one codec.
 _ns: dict = {}
 exec(_CODEC, _ns)  # the trusted side's decoder: the same source the children run
 _decode = _ns["_dec"]
 
+
+def _fill(template: str, **parts: str) -> str:
+    """`template` with each @@name@@ replaced by parts[name], in one pass: text put in
+    (the solution's code) is never scanned for placeholders again."""
+    return re.sub(r"@@(\w+)@@", lambda m: parts[m.group(1)], template)
+
+
 # Call-based tests (LiveCodeBench): the solution runs, `Solution().<fn>` (or, for a bare
 # function, the function itself -- released compute_score wraps it into a Solution
 # method, which calls the same code) is called on each input, and the raw results are
 # printed as one tagged-JSON line. The expected outputs never enter this process.
-_CALL_HARNESS = """
-{code}
+_CALL_HARNESS = _compact("""
+@@code@@
 
-{codec}
+@@codec@@
 import sys as _s
 # The method of a Solution instance, or a bare top-level function of that name.
 _target = None
 if "Solution" in globals():
-    _target = getattr(globals()["Solution"](), {fn!r}, None)
+    _target = getattr(globals()["Solution"](), @@fn@@, None)
 if _target is None:
-    _target = globals().get({fn!r})
+    _target = globals().get(@@fn@@)
 # Every input's arguments, in order; an exception fails the run (exit code != 0).
-_res = [_target(*_args) for _args in _dec(_json.loads({inputs!r}))]
+_res = [_target(*_args) for _args in _dec(_json.loads(@@inputs@@))]
 _s.stdout.write("\\n" + _json.dumps(_enc(_res)) + "\\n")
 _s.stdout.flush()
 import os as _o
 _o._exit(0)  # now: no atexit handler or lingering thread of the program may print after the results
-"""
+""")
 
 # Assertion tests (formats "assert" and "assert_case") run as two processes. The
-# untrusted solution serves calls: it first announces its top-level names, then reads
-# [target, name, args, kwargs] requests and answers ["ok", value], ["obj", handle] (a
-# result that is not plain data stays in its process, e.g. a `Solution()` instance) or
-# ["raise", exception name], each with the call's arguments as they are after it (a test
-# may check an in-place change). The checker holds the test code: each solution name is a
-# proxy that forwards calls, so tests can call helpers too (HumanEval/38's test calls
-# encode_cyclic beside the decode_cyclic under test). Remote objects forward attribute
-# access and calls but never __eq__: a solution's object is never equal to an expected
-# value. os._exit(0) or sys.exit(0) in the solution only ends the conversation (the
-# checker then fails); the verdict is the checker's marker line, which the solution
-# cannot write (another process, another uid, no access to the checker's stdout).
-_SOLUTION_SERVER = """
-{prelude}
-{prefix}
-{codec}
+# untrusted solution serves requests; the checker holds the test code, in which every
+# top-level name of the solution is a stand-in (a function, or a class) that forwards.
+# A request is [kind, target, name, args, kwargs], target a handle or None:
+#   call  the top-level function `name`, target's method `name`, or target itself
+#   get   target.name: plain data, a handle, or "fn" for a method (called by name later)
+#   set   target.name = args[0]
+#   op    a built-in operation (str, len, +, <, iter, isinstance, ...) on args
+# The answer is ["ok", value, args after the call] (a test may check an in-place
+# change), ["fn"], or ["raise", [exception class name, nearest built-in base, args]].
+# Objects that are not plain data stay in the solution's process; the checker gets a
+# handle (their index there) and makes a stand-in of it, whose every use forwards and
+# comes back as data or as further handles. What the solution can send is therefore
+# only data, handles and built-in exceptions: the verdict stays the checker's (its
+# marker line, with a per-run secret the solution never sees).
+_SOLUTION_SERVER = _compact("""
+@@prelude@@
+@@prefix@@
+@@codec@@
+import sys as _sys
+# Ints of any size cross as JSON: lift the 4300-digit str guard (Python >= 3.11; `int`
+# is a no-op stand-in before), a DoS guard that a time-limited run does not need.
+getattr(_sys, "set_int_max_str_digits", int)(0)
 _before = dict(globals())
-{code}
+@@code@@
 
-import os as _o
-# Names the solution defined or redefined (its `add` replaces the prelude's operator.add).
-_names = sorted(n for n, v in list(globals().items()) if _before.get(n) is not v and not n.startswith("__") and callable(v))
-# Two pipes to the checker: requests in, answers out. First the hello: the names.
+# Names the solution defined or redefined (its `add` replaces the prelude's operator.add),
+# taken before the harness defines any function of its own.
+_new = sorted((n, v) for n, v in list(globals().items()) if _before.get(n) is not v and not n.startswith("__") and callable(v))
+import builtins as _bi, math as _m, operator as _op, os as _o, types as _ty
+# One handle per object (by identity: the same object comes back as the same handle).
+_objs, _ids = [], {}
+def _keep(x):
+    i = _ids.get(_bi.id(x))
+    if i is None:
+        i = _ids[_bi.id(x)] = _bi.len(_objs)
+        _objs.append(x)
+    return {"h": i}
+# What the checker sends that is ours: a handle, a top-level function, a bound method.
+def _in(tag, v):
+    if tag == "h":
+        return _objs[v]
+    if tag == "g":
+        return globals()[v]
+    if tag == "m":
+        return getattr(_dec(v[0], _in), v[1])
+    raise ValueError(tag)
+def _out(x):
+    return _enc(x, _keep)
+# An exception crosses as names and plain args, never as the object.
+def _exc(e):
+    base = _bi.next(c.__name__ for c in type(e).__mro__ if getattr(_bi, c.__name__, None) is c)
+    try:
+        args = _enc(list(e.args))
+    except BaseException:
+        args = []
+    return [type(e).__name__, base, args]
+# "value": what the checker compares with a test's value itself -- the plain value (a
+# namedtuple's tuple, a Counter's dict), or a stdlib type's constructor arguments.
+def _value(x):
+    k = type(x).__module__ + "." + type(x).__qualname__
+    if k in _STD:
+        r = x.__reduce__()
+        return [k, _dec(_enc(list(r[1]) if len(r) == 2 else [dict(x) if isinstance(x, dict) else list(x)]))]
+    return ["", _dec(_enc(x))]
+# The built-in operations the checker's stand-ins forward, by name.
+_OPS = {n: getattr(_op, n, None) or getattr(_op, n + "_", None) or getattr(_bi, n) for n in @@binary@@}
+_OPS.update({"i" + n: getattr(_op, "i" + n, None) for n in @@binary@@})
+# (Builtins through _bi: a solution's own top-level `format` or `hash` must not answer.)
+_OPS.update({n: getattr(_op, n) for n in ("eq", "ne", "lt", "le", "gt", "ge", "neg", "pos", "invert", "index",
+                                          "contains", "getitem", "setitem", "delitem")})
+_OPS.update({n: getattr(_bi, n) for n in ("abs", "int", "float", "complex", "round", "len", "bool", "str", "repr",
+                                          "hash", "format", "iter", "next", "reversed", "isinstance")})
+_OPS.update(floor=_m.floor, ceil=_m.ceil, trunc=_m.trunc, value=_value,
+            type=lambda x: [type(x).__module__, type(x).__qualname__])
+_FN = (_ty.FunctionType, _ty.MethodType, _ty.BuiltinFunctionType, _ty.MethodWrapperType,
+       _ty.MethodDescriptorType, _ty.WrapperDescriptorType, _ty.ClassMethodDescriptorType)
+# The hello: those names. A class also gets a handle, its base classes among them and its
+# nearest built-in base (the checker's stand-in class derives from these).
+_hello = []
+for _n, _v in _new:
+    if isinstance(_v, type):
+        _sb = [b.__name__ for b in _v.__bases__ if dict(_new).get(b.__name__) is b]
+        _bb = _bi.next((b.__name__ for b in _v.__mro__[1:-1] if b.__module__ == "builtins"), None)
+        _hello.append([_n, _keep(_v)["h"], _sb, _bb])
+    else:
+        _hello.append([_n, None, None, None])
+# Two pipes to the checker: requests in, answers out.
 _rq, _rs = _o.fdopen(__REQ__, "r"), _o.fdopen(__RESP__, "w")
-_rs.write(_json.dumps(_names) + "\\n")
+_rs.write(_json.dumps(_hello) + "\\n")
 _rs.flush()
-# Objects that are not plain data stay here; the checker holds their index as a handle.
-_objs = []
+# Serve until the checker closes its end. Any failure, the harness's too, is an answer.
 for _line in _rq:
     try:
-        # target -1: a top-level name; else a held object, its method `name` (or itself).
-        _t, _n, _a, _k = _dec(_json.loads(_line))
-        _f = globals()[_n] if _t < 0 else getattr(_objs[_t], _n) if _n else _objs[_t]
-        _r = _f(*_a, **_k)
-        try:  # the arguments after the call go back too: a test may check an in-place change
-            _after = _enc(_a)
-        except TypeError:
-            _after = None
-        try:
-            _ans = ["ok", _enc(_r), _after]
-        except TypeError:  # not plain data: keep it, answer with a handle
-            _objs.append(_r)
-            _ans = ["obj", len(_objs) - 1, _after]
-    except BaseException as _e:  # the exception's name crosses, never the object
-        _ans = ["raise", type(_e).__name__, None]
-    _rs.write(_json.dumps(_ans) + "\\n")
+        _k, _t, _n, _a, _kw = _dec(_json.loads(_line), _in)
+        _after = None
+        if _k == "call":  # by name (top level), a method of a held object, or the object itself
+            _r = (globals()[_n] if _t is None else getattr(_t, _n) if _n else _t)(*_a, **_kw)
+            _after = _out(_a)
+        elif _k == "get":
+            _r = getattr(_t, _n)
+        elif _k == "set":
+            _r = setattr(_t, _n, _a[0])
+        else:
+            _r = _OPS[_n](*_a)
+        # A method is answered "fn" and called by name later: no handle kept per access.
+        _ans = ["fn", None, None] if _k == "get" and type(_r) in _FN else ["ok", _out(_r), _after]
+        _ans = _json.dumps(_ans)
+    except BaseException as _e:
+        _ans = _json.dumps(["raise", _exc(_e), None])
+    _rs.write(_ans + "\\n")
     _rs.flush()
-"""
+""")
 
-_ASSERT_CHECKER = """
-{codec}
-import builtins as _b, os as _o
+_ASSERT_CHECKER = _compact("""
+@@codec@@
+import builtins as _b, operator as _op, os as _o, sys as _sys
+getattr(_sys, "set_int_max_str_digits", int)(0)  # as in the solution's process: ints of any size cross
 _rq, _rs = _o.fdopen(__REQ__, "w"), _o.fdopen(__RESP__, "r")
+_remotes, _byh, _byname = {}, {}, {}  # handle -> its one stand-in; class handle / name -> stand-in class
 
 
-# One round trip: the call goes as data; plain data, a handle or an exception returns.
-def _ask(target, name, args, kwargs):
-    _rq.write(_json.dumps(_enc([target, name, list(args), kwargs])) + "\\n")
+# What of ours is sent as a reference (a handle, a function's name, a method); other
+# objects of the tests' (a Counter they built) go as their plain value, as data.
+def _ref(x):
+    t = type(x)
+    if t is _Remote or t is _RemoteClass:
+        return {"h": x._h}
+    if t is _Fn:
+        return {"g": x.__name__}
+    if t is _Method:
+        return {"m": [_ref(x.t), x.n]}
+    return _enc(x)
+
+
+# A handle from the solution -> its stand-in, one per object (so `is` works as there).
+def _in(tag, v):
+    if tag != "h":
+        raise ValueError(tag)
+    if v in _byh:
+        return _byh[v]
+    if v not in _remotes:
+        _remotes[v] = _Remote(v)
+    return _remotes[v]
+
+
+# One round trip: the request goes as data; data, stand-ins or an exception come back.
+def _ask(kind, target, name, args=(), kwargs=None, plain=False):
+    _rq.write(_json.dumps(_enc([kind, target, name, list(args), kwargs or {}], _ref)) + "\\n")
     _rq.flush()
     line = _rs.readline()
     if not line:
         raise RuntimeError("the solution exited")
     tag, val, after = _json.loads(line)
-    if tag == "raise":  # re-raise built-in exceptions, so tests that expect them work
-        exc = getattr(_b, val, None)
-        raise exc() if isinstance(exc, type) and issubclass(exc, BaseException) else RuntimeError(val)
+    if tag == "raise":
+        _raise(*val)
+    if tag == "fn":
+        return _Method(target, name)
     # The solution may have changed an argument in place (nums.sort(), "modify in place"
     # problems): the checker's own list / dict / set takes its new contents, as data.
-    for old, new in zip(args, _dec(after) if after is not None else ()):
+    for old, new in zip(args, _dec(after, _in) if after is not None else ()):
+        if type(old) is _Remote:
+            continue
         if isinstance(old, list) and isinstance(new, list):
             old[:] = new
         elif isinstance(old, (dict, set)) and type(new) is type(old):
             old.clear()
             old.update(new)
-    return _Remote(val) if tag == "obj" else _dec(val)
+    return _dec(val) if plain else _dec(val, _in)
+
+
+# Re-raise as the solution's own exception class (its stand-in) or its nearest built-in
+# base, with its args, so `except ValueError` and `except MyError` work. Never as
+# SystemExit or KeyboardInterrupt: those would end the checker with the solution's code.
+def _raise(name, base, args):
+    cls = _byname.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = getattr(_b, base, None)
+        if not (isinstance(cls, type) and issubclass(cls, Exception)):
+            cls = RuntimeError
+    try:
+        e = type.__call__(cls, *_dec(args))
+    except Exception:
+        e = RuntimeError(name)
+    raise e
+
+
+# The comparison rule. Two of the solution's objects: its own ==, < decide, as in
+# Python (the test compares the solution's values with each other). A solution object
+# and a test's value: the object's plain value is fetched and compared *here*, by the
+# test's types -- its own __eq__ is never asked, so an always-equal object equals
+# nothing; an object with no plain value equals no test value and has no order with it.
+def _compare(a, b, name):
+    if type(b) is _Remote:
+        return _ask("op", None, name, (a, b))
+    try:
+        kind, v = _ask("op", None, "value", (a,), plain=True)
+        if kind:  # a stdlib value type: built here, by the stdlib's own class
+            mod, cls = kind.split(".")
+            if kind not in _STD:
+                return NotImplemented
+            cls = getattr(__import__(mod), cls)
+            v = cls(None, *v) if cls.__name__ == "defaultdict" else cls(*v)
+    except Exception:  # no plain value (TypeError there), or none that can be built
+        return NotImplemented
+    return getattr(_op, name)(v, b)
+
+
+# The type that isinstance() sees for a stand-in (when the class is not a stand-in
+# class, which asks the solution itself): the solution's class's stand-in, or a built-in
+# or stdlib class (a Counter is a dict), else only the stand-in's own type.
+def _class_of(s):
+    mod, name = _ask("op", None, "type", (s,))
+    if mod == "__main__":
+        return _byname.get(name, _Remote)
+    if mod == "builtins" or mod + "." + name in _STD:
+        t = getattr(__import__(mod), name, None)
+        if isinstance(t, type):
+            return t
+    return _Remote
 
 
 class _Remote:
-    # An object that lives in the solution's process: method calls and calls forward;
-    # __eq__ is object identity, so it never equals an expected value.
+    # An object that lives in the solution's process. Every use forwards there and
+    # returns what the real object gives: attributes (data, or another stand-in),
+    # calls, str/repr/format, hash, len, bool, iteration, indexing, `in`, arithmetic.
+    __slots__ = ("_h",)
     def __init__(self, handle):
         object.__setattr__(self, "_h", handle)
     def __getattr__(self, name):
-        return _Bound(self._h, name)
+        return _ask("get", self, name)
+    def __setattr__(self, name, value):
+        _ask("set", self, name, (value,))
     def __call__(self, *args, **kwargs):
-        return _ask(self._h, "", args, kwargs)
-    def __iter__(self):  # a generator the solution returned: iterate it over there
-        return self
-    def __next__(self):  # StopIteration crosses as a built-in exception
-        return _ask(self._h, "__next__", (), {{}})
-    __eq__ = object.__eq__
-    __hash__ = object.__hash__
+        return _ask("call", self, "", args, kwargs)
+    __class__ = property(_class_of)
+    def __hash__(self):
+        return _ask("op", None, "hash", (self,))
 
 
-class _Bound:
-    # `remote.method` before the call: (handle, method name), called remotely.
-    def __init__(self, handle, name):
-        self.h, self.n = handle, name
+# Comparisons by the rule above; every other operation forwards: the one-operand ones,
+# those with more operands (obj[k] = v, format(obj, spec)), and every binary operator
+# with its reflected (1 + obj) and in-place (obj += 1) forms -- the solution applies the
+# operator to the real objects.
+for _n in ("eq", "ne", "lt", "le", "gt", "ge"):
+    setattr(_Remote, "__%s__" % _n, lambda s, o, _n=_n: _compare(s, o, _n))
+for _n in ("round", "format", "contains", "getitem", "setitem", "delitem"):
+    setattr(_Remote, "__%s__" % _n, lambda s, *a, _n=_n: _ask("op", None, _n, (s,) + a))
+for _n in ("len", "bool", "str", "repr", "iter", "next", "reversed", "neg", "pos", "abs", "invert", "int", "float",
+           "complex", "index", "floor", "ceil", "trunc"):
+    setattr(_Remote, "__%s__" % _n, lambda s, _n=_n: _ask("op", None, _n, (s,)))
+for _n in @@binary@@:
+    setattr(_Remote, "__%s__" % _n, lambda s, o, _n=_n: _ask("op", None, _n, (s, o)))
+    setattr(_Remote, "__r%s__" % _n, lambda s, o, _n=_n: _ask("op", None, _n, (o, s)))
+    setattr(_Remote, "__i%s__" % _n, lambda s, o, _n=_n: _ask("op", None, "i" + _n, (s, o)))
+
+
+class _RemoteClass(type):
+    # The metaclass of a stand-in for one of the solution's classes: calling it builds the
+    # object there; class attributes and static methods forward; isinstance(obj, Cls)
+    # asks the solution about its own object.
+    def __call__(cls, *args, **kwargs):
+        return _ask("call", cls, "", args, kwargs)
+    def __getattr__(cls, name):
+        return _ask("get", cls, name)
+    def __instancecheck__(cls, obj):
+        if type(obj) is _Remote:
+            return _ask("op", None, "isinstance", (obj, cls))
+        return type.__instancecheck__(cls, obj)
+
+
+class _Fn:
+    # A top-level function of the solution, by name (HumanEval/38's test calls the
+    # encode_cyclic helper beside the decode_cyclic under test).
+    def __init__(self, name):
+        self.__name__ = name
     def __call__(self, *args, **kwargs):
-        return _ask(self.h, self.n, args, kwargs)
+        return _ask("call", None, self.__name__, args, kwargs)
 
 
-# A top-level name of the solution (the entry point, a helper, a class), as a function.
-def _proxy(name):
-    def call(*args, **kwargs):
-        return _ask(-1, name, args, kwargs)
-    call.__name__ = name
-    return call
+class _Method:
+    # `obj.method` before the call: called there by name, on the object (one round trip).
+    __slots__ = ("t", "n")
+    def __init__(self, target, name):
+        self.t, self.n = target, name
+    def __call__(self, *args, **kwargs):
+        return _ask("call", self.t, self.n, args, kwargs)
+
+
+# The stand-in class for the solution's class `name`: it derives from the stand-ins of
+# its bases and from its nearest built-in base (an exception class stays an exception:
+# `except MyError` catches what the solution raised), with the class's handle.
+def _stand_in(name, classes):
+    if name not in _byname:
+        h, sol_bases, builtin = classes[name]
+        bases = tuple(_stand_in(b, classes) for b in sol_bases if b in classes)
+        b = getattr(_b, builtin or "", None)
+        if isinstance(b, type) and not any(issubclass(x, b) for x in bases):
+            bases += (b,)
+        try:
+            cls = _RemoteClass(name, bases, {"_h": h})
+        except TypeError:  # bases that cannot be combined: a plain stand-in
+            cls = _RemoteClass(name, (), {"_h": h})
+        _byname[name] = _byh[h] = cls
+    return _byname[name]
 
 
 # The tests run in a namespace of their own (prelude, prefix, the solution's names as
-# proxies): a test that rebinds `str` or `add` at top level cannot break this harness.
-_ns = {{"__name__": "__main__"}}
-exec({setup!r}, _ns)
+# stand-ins): a test that rebinds `str` or `add` at top level cannot break this harness.
+_ns = {"__name__": "__main__"}
+exec(@@setup@@, _ns)
 _hello = _rs.readline()
 if not _hello:  # the solution ended before defining its names (os._exit at import time)
     raise SystemExit("the solution exited")
-for _n in _json.loads(_hello):
+_hello = _json.loads(_hello)
+_classes = {e[0]: e[1:] for e in _hello if e[1] is not None}
+for _e in _hello:
     # Never a builtin -- a solution's own `len` must not answer the tests' len() -- except
     # the entry point under test itself (check(max) must test the solution's max).
-    if not hasattr(_b, _n) or _n == {entry!r}:
-        _ns[_n] = _proxy(_n)
-exec(compile({tests!r}, "<tests>", "exec"), _ns)
-# Reached only if every assertion held: the marker is the verdict.
-print("\\n__ASSERTIONS_DONE__")
-"""
+    if not hasattr(_b, _e[0]) or _e[0] == @@entry@@:
+        _ns[_e[0]] = _stand_in(_e[0], _classes) if _e[1] is not None else _Fn(_e[0])
+exec(compile(@@tests@@, "<tests>", "exec"), _ns)
+# Reached only if every assertion held: the marker, with this run's secret, is the verdict.
+print("\\n" + @@marker@@)
+""")
+# The binary operators the stand-ins forward (operator module names, "and_"/"or_" for and/or).
+_BINARY = repr(("add", "sub", "mul", "matmul", "truediv", "floordiv", "mod", "pow", "lshift", "rshift", "and",
+                "xor", "or", "divmod"))
+
+
+def _output_cap(cfg: SandboxConfig, expected: str) -> int:
+    """How much output one run may print: the sandbox's fixed cap (a flood is cut there)
+    plus `expected_output_factor` bytes per byte of the expected output, so a correct
+    answer of any size fits with room for a different but equal formatting ("0.50" for
+    "0.5", padded columns). The expected output is already in the trainer's memory, so
+    this bounds what a run can add to it by a multiple of what the row itself holds."""
+    return cfg.max_output_bytes + cfg.expected_output_factor * len(expected.encode("utf-8", "surrogatepass"))
 
 
 def _hoist_future(code: str) -> tuple[str, str]:
@@ -380,12 +629,18 @@ def run_tests(code: str, tests: dict, cfg: SandboxConfig | None = None) -> TestR
         else:  # the statements in order; each one runs in the checker with the solution's names
             prelude, prefix = ASSERT_CASE_PRELUDE, ""
             body = "\n".join(tests["assert_case"])
-        server = future + "\n" + _SOLUTION_SERVER.format(prelude=prelude, prefix=prefix, code=code, codec=codec)
-        checker = _ASSERT_CHECKER.format(codec=codec, setup=prelude + prefix, tests=body, entry=tests.get("entry_point", ""))
+        server = future + "\n" + _fill(_SOLUTION_SERVER, prelude=prelude, prefix=prefix, code=code, codec=codec,
+                                        binary=_BINARY)
+        # The marker carries a secret of this run, known only to the checker's script (a
+        # file the solution's uid cannot read): no text the solution makes the checker
+        # print (a returned string a test prints) can end with it.
+        marker = "__ASSERTIONS_DONE__" + os.urandom(8).hex()
+        checker = _fill(_ASSERT_CHECKER, codec=codec, setup=repr(prelude + prefix), tests=repr(body), binary=_BINARY,
+                        entry=repr(tests.get("entry_point", "")), marker=repr(marker))
         out, status, rc = run(checker, "", cfg, min(cfg.timeout_s, cfg.total_timeout_s), server=server)
         # Passed only if the checker finished cleanly AND printed its marker last: an exit
         # code of 0 alone proves nothing (os._exit(0) gives one).
-        ok = not status and rc == 0 and out.rstrip().endswith("__ASSERTIONS_DONE__")
+        ok = not status and rc == 0 and out.rstrip().endswith(marker)
         return TestReport(int(ok), 1, "" if ok else (status or "assertion failed"))
     # stdin and call-based programs get lcb_runner's prelude (its imports, recursion limit).
     inputs, outputs = tests["inputs"], tests["outputs"]
@@ -398,9 +653,12 @@ def run_tests(code: str, tests: dict, cfg: SandboxConfig | None = None) -> TestR
         args = [[json.loads(a) for a in i.split("\n") if a.strip()] if isinstance(i, str) else i for i in inputs]
         # Expected values stay here: only the arguments go into the child's program.
         want = [json.loads(o) if isinstance(o, str) else o for o in outputs]
-        script = _CALL_HARNESS.format(code=program, codec=codec, fn=tests["fn_name"], inputs=json.dumps(args))
-        # One process for all inputs; the time limit grows with their number.
-        out, status, rc = run(script, "", cfg, min(cfg.timeout_s * len(inputs), cfg.total_timeout_s))
+        script = _fill(_CALL_HARNESS, code=program, codec=codec, fn=repr(tests["fn_name"]),
+                       inputs=repr(json.dumps(args)))
+        # One process for all inputs; the time limit grows with their number, and the
+        # output cap with the size of the expected results (the line they come back on).
+        out, status, rc = run(script, "", cfg, min(cfg.timeout_s * len(inputs), cfg.total_timeout_s),
+                              max_output=_output_cap(cfg, json.dumps(want)))
         if status or rc != 0:
             return TestReport(0, len(inputs), status or f"runtime error (exit {rc})")
         # The results are the harness's last line; anything the program printed is above.
@@ -426,9 +684,10 @@ def run_tests(code: str, tests: dict, cfg: SandboxConfig | None = None) -> TestR
     budget = cfg.total_timeout_s  # seconds left for this solution, all tests together
     for stdin, want in zip(inputs, outputs):
         stdin = "\n".join(stdin) if isinstance(stdin, list) else str(stdin)  # released: a list is joined by lines
-        out, status, rc = run(program, stdin, cfg, min(cfg.timeout_s, max(budget, 0.1)))
+        want = str(want)
+        out, status, rc = run(program, stdin, cfg, min(cfg.timeout_s, max(budget, 0.1)), max_output=_output_cap(cfg, want))
         budget -= cfg.timeout_s
-        if status or rc != 0 or not _same_stdout(out, str(want)):
+        if status or rc != 0 or not _same_stdout(out, want):
             report.reason = status or (f"runtime error (exit {rc})" if rc != 0 else "wrong answer")
             return report
         report.passed += 1

@@ -11,7 +11,8 @@ training finds. So untrusted programs run in a separate, fresh Python process
   private tmpfs over /tmp, /var/tmp and /dev/shm, and an unprivileged uid of its own;
 * a wall-clock limit, after which the whole process group -- and, as root, every
   process of the sandbox uid, setsid() escapes included -- is killed: no orphans;
-* a cap on captured output, read as it arrives.
+* a cap on captured output, read as it arrives (a fixed size, or one the caller sizes
+  from the expected output: a correct large answer fits, a flood is still cut).
 
 `run(script, stdin, cfg, timeout)` is the one entry point: it runs a script and returns
 its stdout, a status and the exit code. With `server=` it runs two programs joined by
@@ -47,7 +48,12 @@ class SandboxConfig:
     memory_mb: int = 2048
     """Address-space cap of the child (the report monitors at 50 GB on its cluster)."""
     max_output_bytes: int = 1 << 20
-    """Captured stdout beyond this fails the test."""
+    """Captured stdout beyond this fails the test (a flood is cut here), unless the test's
+    expected output is known: then the cap grows with it (expected_output_factor)."""
+    expected_output_factor: int = 4
+    """code_tests.py: stdin and call tests may print max_output_bytes plus this many bytes
+    per byte of their expected output (a correct 5 MiB answer passes; room for another
+    formatting of the same numbers)."""
     max_file_mb: int = 16
     """RLIMIT_FSIZE: largest file the child may write."""
     max_open_files: int = 64
@@ -224,9 +230,9 @@ def _spawn(work: str, name: str, script: str, stdin: str, cfg: SandboxConfig, ui
                                 pass_fds=pass_fds)
 
 
-def _collect(proc: subprocess.Popen, cfg: SandboxConfig, timeout: float) -> tuple[str, str, int | None]:
+def _collect(proc: subprocess.Popen, cap: int, timeout: float) -> tuple[str, str, int | None]:
     """Read stdout as it comes, and stop at the first of: end of output, the time limit,
-    or the output cap (a flood never reaches the trainer's memory)."""
+    or `cap` bytes (a flood never reaches the trainer's memory)."""
     chunks, size, status = [], 0, ""
     # select() with a short wait: the loop notices the deadline even when nothing comes.
     deadline = time.monotonic() + timeout
@@ -243,7 +249,7 @@ def _collect(proc: subprocess.Popen, cfg: SandboxConfig, timeout: float) -> tupl
         if not data:  # the program (and whatever holds its stdout) closed it
             break
         size += len(data)
-        if size > cfg.max_output_bytes:
+        if size > cap:
             status = "output limit"
             break
         chunks.append(data)
@@ -272,9 +278,12 @@ def _reap(proc: subprocess.Popen | None, uid: int) -> None:
         _kill_uid(uid)  # and what escaped the group with setsid()
 
 
-def run(script: str, stdin: str, cfg: SandboxConfig, timeout: float, server: str | None = None) -> tuple[str, str, int | None]:
+def run(script: str, stdin: str, cfg: SandboxConfig, timeout: float, server: str | None = None,
+        max_output: int | None = None) -> tuple[str, str, int | None]:
     """Run `script` in a fresh interpreter in a fresh temp dir. Returns
-    (stdout, status, returncode) with status "" (ran), "timeout" or "output limit".
+    (stdout, status, returncode) with status "" (ran), "timeout" or "output limit":
+    more than `max_output` bytes of stdout (default cfg.max_output_bytes; code_tests.py
+    sizes it from the expected output).
 
     With `server` (assertion tests): `server` is the untrusted solution, started first
     under a uid of its own, answering calls over two pipes; `script` is the checker
@@ -302,7 +311,7 @@ def run(script: str, stdin: str, cfg: SandboxConfig, timeout: float, server: str
         for fd in fds:  # the children hold their ends; EOF reaches a side when the other dies
             os.close(fd)
         fds = []
-        return _collect(proc, cfg, timeout)
+        return _collect(proc, cfg.max_output_bytes if max_output is None else max_output, timeout)
     finally:
         for fd in fds:
             os.close(fd)

@@ -2,6 +2,7 @@
 leaving no processes or temp dirs behind, and without touching anything outside."""
 
 import glob
+import json
 import os
 import socket
 import tempfile
@@ -259,6 +260,9 @@ FORMAT_CASES = [
     ("assert: a returned generator is iterated", {"import_prefix": "", "entry_point": "evens",
      "test_code": "def check(candidate):\n    assert list(candidate(5)) == [0, 2, 4]\n"},
      "def evens(n):\n    for i in range(0, n, 2):\n        yield i", "def evens(n):\n    yield from range(n)"),
+    ("assert_case: an int of more than 4300 digits crosses (issue 23)", {"assert_case": [
+        "assert power(7, 6000) % 1000 == 7 ** 6000 % 1000", "assert len(str(power(7, 6000))) == 5071"]},
+     "def power(a, n):\n    return a ** n", "def power(a, n):\n    return a ** n + 1"),
     ("assert_case: names from the prelude and Solution()", {"assert_case": [
         "assert Solution().lcm(4, 6) == 12", "assert lcm_all([4, 6, 10]) == 60", "assert lcm_all([]) < inf"]},
      "class Solution:\n    def lcm(self, a, b):\n        return a * b // gcd(a, b)\n"
@@ -292,8 +296,6 @@ def test_unknown_or_broken_formats_raise(tests, match):
 
 
 def test_a_row_in_no_known_format_is_named():
-    import json
-
     import data
     import rewards
     import toy_data
@@ -325,9 +327,147 @@ def test_humaneval_canonical_solutions_pass_and_wrong_ones_fail(form):
 
 
 def json_entry(row) -> str:
-    import json
-
     gt = json.loads(row["reward_model"]["ground_truth"])
     if "entry_point" in gt:
         return gt["entry_point"]
     return row["extra_info"]["solution"].split("def ")[-1].split("(")[0]  # the last def is the entry point
+
+
+# ---- objects a solution returns, used as values by assertion tests (issue 23)
+
+OBJECTS = (ROOT / "tests" / "fixtures" / "returned_objects.py").read_text()
+ROOMY = SandboxConfig(timeout_s=20.0, total_timeout_s=40.0, memory_mb=512)  # no test depends on speed
+# (what is used, statements that hold for the real objects, a twin that does not hold).
+# Every use runs in the checker process on stand-ins of objects that live in the solution's.
+OBJECT_USES = [
+    ("data attributes", "v = make(1, 2)\nassert v.x == 1 and v.y == 2 and v.UNIT == 1", "assert make(1, 2).x == 2"),
+    ("str, repr, format", "v = make(1, 2)\nassert str(v) == '<1, 2>' and repr(v) == 'Vec(1, 2)' and f'{v}' == '<1, 2>'\n"
+     "assert str([v]) == '[Vec(1, 2)]'", "assert str(make(1, 2)) == 'Vec(1, 2)'"),
+    ("== and != (the class's own, between its objects)", "assert make(1, 2) == make(1, 2) and make(1, 2) != make(2, 1)",
+     "assert make(1, 2) == make(2, 1)"),
+    ("< and sorted", "assert make(0, 5) < make(1, 2) and make(1, 2) > make(0, 5)\n"
+     "assert sorted([make(2, 0), make(1, 5)]) == [make(1, 5), make(2, 0)]", "assert make(1, 2) < make(0, 5)"),
+    ("hash: sets and dict keys", "assert hash(make(1, 2)) == hash((1, 2)) and len({make(1, 2), make(1, 2)}) == 1\n"
+     "assert {make(1, 2): 'a'}[make(1, 2)] == 'a'", "assert len({make(1, 2), make(2, 1)}) == 1"),
+    ("len, iteration, indexing", "v = make(1, 2)\nassert len(v) == 2 and list(v) == [1, 2] and v[0] == 1 and v[-1] == 2\n"
+     "a, b = v\nassert (a, b) == (1, 2)", "assert list(make(1, 2)) == [2, 1]"),
+    ("in", "assert 2 in make(1, 2) and 3 not in make(1, 2)", "assert 3 in make(1, 2)"),
+    ("bool", "assert make(1, 2) and not make(0, 0) and bool(make(0, 1)) is True", "assert make(0, 0)"),
+    ("arithmetic, reflected and in place", "v = make(1, 2)\nassert v + make(1, 1) == make(2, 3) and 3 * v == make(3, 6)\n"
+     "assert v * 3 == make(3, 6) and -v == make(-1, -2) and abs(v) == 3\nw = make(1, 1)\nw += v\nassert w == make(2, 3)",
+     "assert make(1, 2) + make(1, 1) == make(2, 2)"),
+    ("isinstance against the solution's classes", "assert isinstance(make(1, 2), Vec) and not isinstance(make(1, 2), Item)\n"
+     "assert not isinstance(3, Vec) and isinstance(item('pen', 1), Item)", "assert isinstance(make(1, 2), Item)"),
+    ("the class itself: construct, classmethod, class attribute", "assert Vec(4, 5).x == 4 and Vec.origin() == Vec(0, 0)\n"
+     "assert Vec.UNIT == 1", "assert Vec.origin() == Vec(1, 0)"),
+    ("nested objects", "s = seg(make(1, 2), make(3, 4))\nassert s.a.x == 1 and s.b == make(3, 4) and s.ends[1].y == 4",
+     "assert seg(make(1, 2), make(3, 4)).b.y == 2"),
+    ("a method that returns another object", "v = make(1, 2)\nassert v.scaled(2).x == 2 and isinstance(v.scaled(3), Vec)\n"
+     "assert v.scaled(2).scaled(2) == make(4, 8) and seg(v, v).mid() == v", "assert make(1, 2).scaled(2) == make(2, 2)"),
+    ("a dataclass", "it = item('pen', 3)\nassert it.name == 'pen' and it.qty == 3 and it.tags == ['p']\n"
+     "assert it == Item('pen', 3, ['p']) and repr(it) == \"Item(name='pen', qty=3, tags=['p'])\"\n"
+     "it.qty += 1\nassert it.qty == 4", "assert item('pen', 3) == Item('pen', 4, ['p'])"),
+    ("a namedtuple equals its tuple", "p = pair(1, 2)\nassert p == (1, 2) and p.left == 1 and p[1] == 2 and isinstance(p, tuple)\n"
+     "assert repr(p) == 'Pair(left=1, right=2)'", "assert pair(1, 2) == (2, 1)"),
+    ("stdlib values: Counter, deque, Fraction", "c = counts('aab')\nassert c == {'a': 2, 'b': 1} and c['z'] == 0\n"
+     "assert c.most_common(1) == [('a', 2)] and isinstance(c, dict)\nassert list(window([1, 2, 3])) == [2, 3]\n"
+     "assert half(3) == Fraction(3, 2) and half(4) == 2 and half(1) < 1", "assert counts('aab') == {'a': 2}"),
+    ("the solution's exception class", "try:\n    parse('x')\nexcept BadInput as e:\n    assert str(e) == 'not a number: x'\n"
+     "else:\n    raise AssertionError\ntry:\n    parse('y')\nexcept ValueError:\n    pass\nelse:\n    raise AssertionError",
+     "try:\n    parse('x')\nexcept KeyError:\n    pass"),
+    ("a generator", "assert list(evens(5)) == [0, 2, 4] and sum(evens(5)) == 6\ng = evens(5)\nassert next(g) == 0 and next(g) == 2",
+     "assert list(evens(5)) == [0, 2]"),
+]
+
+
+def _assertion_tests(statements: list[str], form: str) -> dict:
+    """The statements as an assert_case row, or as a check(candidate) test file."""
+    if form == "assert_case":
+        return {"assert_case": statements}
+    body = "\n".join(statements).replace("\n", "\n    ")
+    return {"import_prefix": "", "entry_point": "make", "test_code": f"def check(candidate):\n    {body}\n"}
+
+
+@pytest.mark.parametrize("form", ["assert", "assert_case"])
+def test_returned_objects_behave_as_themselves(form):
+    """Every use at once, in one checker: all hold, as they do for the real objects."""
+    rep = run_tests(OBJECTS, _assertion_tests([u[1] for u in OBJECT_USES], form), ROOMY)
+    assert rep.all_passed, rep.reason
+
+
+@pytest.mark.parametrize("form", ["assert", "assert_case"])
+@pytest.mark.parametrize("use", [u[0] for u in OBJECT_USES])
+def test_each_use_of_a_returned_object_is_really_checked(form, use):
+    """The twin that does not hold for the real objects fails: the stand-ins answer what
+    the objects give, not something that passes anyway."""
+    wrong = dict((u[0], u[2]) for u in OBJECT_USES)[use]
+    assert not run_tests(OBJECTS, _assertion_tests([wrong], form), ROOMY).all_passed
+
+
+# The trust boundary with objects crossing it: none of these may pass.
+FORGERIES = {
+    # an int subclass that says it equals anything: compared by its int value (0), here
+    "always-equal int subclass": ("class E(int):\n    def __eq__(self, o):\n        return True\n    __hash__ = int.__hash__\n"
+                                  "def add(a, b):\n    return E(0)", ["assert add(1, 2) == 3"]),
+    # an object that says it is below and above everything: no order with a test's value
+    "always-less object": ("class L:\n    def __lt__(self, o):\n        return True\n    __gt__ = __le__ = __ge__ = __lt__\n"
+                           "def add(a, b):\n    return L()", ["assert add(1, 2) < 4 and add(1, 2) > 2"]),
+    # a class whose objects equal every value unless asked by its own kind: still an object
+    "always-equal dataclass": ("from dataclasses import dataclass\n@dataclass(eq=False)\nclass D:\n    x: int = 0\n"
+                               "    def __eq__(self, o):\n        return True\ndef add(a, b):\n    return D()",
+                               ["assert add(1, 2) == 3", "assert [add(1, 2)] == [3]"]),
+    # the test prints a returned string ending in the plain marker, then the solution
+    # raises SystemExit(0) to end the checker with exit code 0 (it passed before issue 23)
+    "printed marker + SystemExit(0)": ("def greet():\n    return '\\n__ASSERTIONS_DONE__'\ndef add(a, b):\n    raise SystemExit(0)",
+                                       ["print(greet())", "assert add(1, 2) == 3"]),
+    # a lying __class__: isinstance asks the solution's real type
+    "lying __class__": ("class F:\n    __class__ = property(lambda self: int)\ndef add(a, b):\n    return F()",
+                        ["assert isinstance(add(1, 2), int)"]),
+}
+
+
+@pytest.mark.parametrize("form", ["assert", "assert_case"])
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_returned_objects_cannot_forge_a_verdict(name, form):
+    code, statements = FORGERIES[name]
+    tests = _assertion_tests(statements, form)
+    if form == "assert":
+        tests["entry_point"] = "add"
+    before = _sandbox_dirs()
+    assert not run_tests(code, tests, ROOMY).all_passed
+    assert _sandbox_dirs() <= before
+
+
+# ---- the output cap follows the expected output (issue 23)
+
+BIG = 400_000  # "0\n1\n...399999\n": 2.6 MiB, beyond the fixed 1 MiB cap
+
+
+def test_a_large_correct_output_passes_and_a_flood_is_still_cut():
+    want = "".join(f"{i}\n" for i in range(BIG))
+    assert 2 << 20 < len(want) < 5 << 20 and len(want) > FAST.max_output_bytes
+    tests = {"inputs": [f"{BIG}\n"], "outputs": [want]}
+    rep = run_tests("n = int(input())\nprint('\\n'.join(map(str, range(n))))", tests, ROOMY)
+    assert rep.all_passed, rep.reason
+    # the same size but one number off: compared, and wrong
+    rep = run_tests("n = int(input())\nprint('\\n'.join(map(str, range(1, n + 1))))", tests, ROOMY)
+    assert not rep.all_passed and rep.reason == "wrong answer"
+    # a flood is cut: where the expected output is small at the fixed cap, where it is large
+    # at the fixed cap plus the margin (4x the expected), and scored 0 either way
+    flood = "import sys\nwhile True:\n    sys.stdout.write('1\\n' * 65536)"
+    for t in (tests, STDIN):
+        rep = run_tests(flood, t, ROOMY)
+        assert not rep.all_passed and rep.reason == "output limit", rep.reason
+
+
+def test_a_large_correct_call_result_passes():
+    """Call-based results come back on one stdout line: its cap follows the expected
+    results too (LiveCodeBench strings and the argument-list form)."""
+    code = "def upto(n):\n    return list(range(n))"
+    for tests in ({"fn_name": "upto", "inputs": [str(BIG)], "outputs": [json.dumps(list(range(BIG)))]},
+                  {"fn_name": "upto", "inputs": [[BIG]], "outputs": [list(range(BIG))]}):
+        rep = run_tests(code, tests, ROOMY)
+        assert rep.all_passed, rep.reason
+    flood = "import sys\ndef upto(n):\n    while True:\n        sys.stdout.write('1' * 65536)"
+    rep = run_tests(flood, tests, ROOMY)
+    assert not rep.all_passed and rep.reason.startswith("output limit"), rep.reason
