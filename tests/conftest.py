@@ -23,6 +23,18 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX). On
+    an AVX2-only CPU PyTorch emulates them, 20x and more slower than float32 (seen on this
+    project's 2-core kind as an AVX2 AMD EPYC, 2026-12-02): a bf16 measurement of a
+    152K-vocabulary head runs for hours there instead of seconds."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def make_tiny_model(folder: Path, seed: int = 0) -> str:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
