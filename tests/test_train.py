@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, torchrun
+from conftest import ROOT, cpu_has_native_bf16, torchrun
+
+# The tiny recipe computes in bf16. Where the CPU has no native bf16 (AVX2 only), PyTorch
+# emulates it 20x and more slower than float32 and these runs would not fit CI's time:
+# there they train and roll out in float32. Everything they check is dtype-independent
+# (the README demo test keeps the recipe's bf16: it checks the README's own command).
+DTYPE = [] if cpu_has_native_bf16() else ["--param-dtype", "float32", "--rollout-dtype", "float32"]
 
 KEYS = {"step", "stage", "reward_mean", "kept_group_frac", "entropy", "entropy_full", "entropy_coef",
         "trunc_ratio", "acc_non_truncated", "response_len_mean", "response_len_max", "clip_frac_low",
@@ -20,7 +26,7 @@ def _metrics(out: Path) -> list[dict]:
 
 def test_two_stages_then_eval(boxed_model, small_sum_jsonl, tmp_path):
     out = tmp_path / "run"
-    common = ["train.py", "--recipe", "tiny", "--model", boxed_model, "--data", small_sum_jsonl,
+    common = ["train.py", "--recipe", "tiny", *DTYPE, "--model", boxed_model, "--data", small_sum_jsonl,
               "--output-dir", str(out), "--rollout-batch-size", "8", "--mini-batch-size", "4",
               "--group-size", "4", "--max-response-len", "24", "--eval-k", "0"]
     # Stage 1 also evaluates held-out avg@2 before and after (eval.py with the colocated engine).
@@ -84,7 +90,7 @@ def test_tensor_parallel_group_of_two_cpu_ranks(boxed_model, small_sum_jsonl, tm
     """--tensor-parallel-size 2: both ranks form one vLLM TP group (same prompts, same
     seed), then split the group's samples for the FSDP2 update."""
     out = tmp_path / "tp"
-    torchrun(["train.py", "--recipe", "tiny", "--model", boxed_model, "--data", small_sum_jsonl,
+    torchrun(["train.py", "--recipe", "tiny", *DTYPE, "--model", boxed_model, "--data", small_sum_jsonl,
               "--output-dir", str(out), "--rollout-batch-size", "4", "--mini-batch-size", "4",
               "--group-size", "4", "--max-response-len", "16", "--max-steps", "1", "--rollout-tensor-parallel-size", "2",
               "--eval-k", "0"])
@@ -96,7 +102,7 @@ def test_tensor_parallel_group_of_two_cpu_ranks(boxed_model, small_sum_jsonl, tm
 
 
 def _common(model, data, out) -> list[str]:
-    return ["train.py", "--recipe", "tiny", "--model", model, "--data", data, "--output-dir", str(out),
+    return ["train.py", "--recipe", "tiny", *DTYPE, "--model", model, "--data", data, "--output-dir", str(out),
             "--rollout-batch-size", "8", "--mini-batch-size", "4", "--group-size", "4", "--max-response-len", "24",
             "--eval-k", "0"]
 
@@ -215,7 +221,7 @@ def test_a_rank_with_only_over_long_prompts_finishes(G, extra, boxed_model, tmp_
     data = tmp_path / "one_long.jsonl"
     data.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")
     out = tmp_path / "run"
-    torchrun(["train.py", "--recipe", "tiny", "--model", boxed_model, "--data", str(data), "--output-dir", str(out),
+    torchrun(["train.py", "--recipe", "tiny", *DTYPE, "--model", boxed_model, "--data", str(data), "--output-dir", str(out),
               "--rollout-batch-size", "2", "--mini-batch-size", "2", "--group-size", str(G), "--max-response-len", "16",
               "--rollout-max-prompt-len", "64", "--max-steps", "2", "--rejection-sampling", "false", "--eval-k", "0", *extra],
              timeout=900)
