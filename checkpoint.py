@@ -6,8 +6,10 @@ checkpoint and never leaves a checkpoint that *looks* complete but is not.
 
 * save_checkpoint / load_checkpoint: model + optimizer as torch.distributed.checkpoint
   (DCP) shards (each rank writes its FSDP2 shard; nothing is gathered), plus the
-  trainer's own state (step, entropy controller, data order, RNG states, prompt
-  statistics). Written to step_<k>.tmp/, renamed to step_<k>/ when every rank is done.
+  trainer's own state (step, entropy controller, data order, prompt statistics).
+  Written to step_<k>.tmp/, renamed to step_<k>/ when every rank is done; a write that
+  fails (a full disk) fails on every rank alike, leaving the older ones intact
+  (CheckpointNotWritten). load_checkpoint reshards: N ranks' checkpoint loads on M.
 * latest_checkpoint: the newest complete step_<k>/ (ignores *.tmp and folders without
   meta.json); newest_loadable: the newest one whose files are intact (why_unreadable:
   bad meta.json, a missing or corrupt rank file, a missing or truncated shard), for
@@ -16,8 +18,8 @@ checkpoint and never leaves a checkpoint that *looks* complete but is not.
   transformers and vLLM load directly; the stage's final model.
 
 Imports: nothing of the project (torch, torch.distributed.checkpoint). Exports:
-save_checkpoint, load_checkpoint, latest_checkpoint, complete_checkpoints, why_unreadable,
-newest_loadable, save_hf, fsync, rng_state, set_rng_state.
+save_checkpoint, CheckpointNotWritten, load_checkpoint, latest_checkpoint, complete_checkpoints,
+why_unreadable, newest_loadable, save_hf, fsync, seed_everything.
 """
 
 from __future__ import annotations
@@ -44,20 +46,64 @@ def fsync(path: Path) -> None:
 
 def save_hf(model, tokenizer, folder: Path) -> None:
     """A plain transformers folder (loadable by transformers and vLLM), written
-    atomically: a temp folder, then rename."""
+    atomically: a temp folder, then rename. Written by rank 0; a failed write raises
+    CheckpointNotWritten on every rank (the others would otherwise wait for it)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    error = ""
     if dist.get_rank() == 0:
         tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        for f in [*tmp.iterdir(), tmp]:  # on disk before the rename shows it complete
-            fsync(f)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    dist.barrier()
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            for f in [*tmp.iterdir(), tmp]:  # on disk before the rename shows it complete
+                fsync(f)
+            _discard(folder)
+            os.replace(tmp, folder)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            error = (f"{folder} not written ({type(e).__name__}: {e}); "
+                     f"{shutil.disk_usage(folder.parent).free / 2**20:,.0f} MiB free on {folder.parent}")
+    error = next((e for e in _agree(error) if e), "")
+    if error:
+        raise CheckpointNotWritten(error)
+
+
+class CheckpointNotWritten(RuntimeError):
+    """A checkpoint could not be written (a full disk, a quota, an I/O error). Raised on
+    every rank alike; the half-written folder is gone and the older checkpoints are
+    untouched, so the run may go on or stop (train.py decides)."""
+
+
+def _discard(folder: Path) -> None:
+    """Delete a folder so that it never shows half-deleted under its own name: renamed to
+    *.tmp first (which nothing loads), then removed."""
+    if folder.exists():
+        gone = folder.with_name(folder.name + ".old.tmp")
+        shutil.rmtree(gone, ignore_errors=True)
+        os.replace(folder, gone)
+        shutil.rmtree(gone, ignore_errors=True)
+
+
+def _nbytes(sd) -> int:
+    """Bytes of the tensors (this rank's shards) in a nested state dict."""
+    if isinstance(sd, dict):
+        return sum(_nbytes(v) for v in sd.values())
+    if isinstance(sd, (list, tuple)):
+        return sum(_nbytes(v) for v in sd)
+    if isinstance(sd, torch.Tensor):
+        local = sd.to_local() if hasattr(sd, "to_local") else sd  # a DTensor: this rank's shard
+        return local.numel() * local.element_size()
+    return 0
+
+
+def _agree(error: str) -> list[str]:
+    """Every rank's error text ('' for none), on every rank: one verdict for all."""
+    errors = [""] * dist.get_world_size()
+    dist.all_gather_object(errors, error)
+    return errors
 
 
 def save_checkpoint(root: Path, done: int, model, optim, meta: dict, rank_state: dict, keep: int) -> Path:
@@ -66,41 +112,79 @@ def save_checkpoint(root: Path, done: int, model, optim, meta: dict, rank_state:
     * model + optimizer: torch.distributed.checkpoint (DCP) shards, each rank writing its
       own FSDP2 shard in parallel; nothing is gathered onto one rank.
     * meta.json (rank 0): step, entropy controller, data order, config.
-    * rank<r>.pt: what differs per rank (RNG states, this rank's prompt statistics).
+    * rank<r>.pt: what each rank keeps of its own (its prompt statistics).
 
     Atomic: everything goes to step_<done>.tmp/, every rank fsyncs what it wrote,
     and only then rank 0 renames the folder. A crash at any moment leaves
     either the old set of complete checkpoints or the new one, never a half-written
-    folder under a complete-looking name (load_checkpoint ignores *.tmp)."""
+    folder under a complete-looking name (load_checkpoint ignores *.tmp).
+
+    A write that fails on any rank (ENOSPC, EDQUOT, EIO) fails on every rank alike: the
+    .tmp folder is removed (its space given back), the older checkpoints stay as they
+    were, and CheckpointNotWritten names the folder, the error, the space the checkpoint
+    needs and the space free."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     rank = dist.get_rank()
     final, tmp = root / f"step_{done:08d}", root / f"step_{done:08d}.tmp"
+    error = ""
     if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    dist.barrier()
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        except OSError as e:
+            error = f"{type(e).__name__}: {e}"
+    if any(_agree(error)):
+        raise CheckpointNotWritten(f"checkpoint {final} not written: {error or 'rank 0 could not create it'}")
     model_sd, optim_sd = get_state_dict(model, optim)  # sharded (DTensor) state dicts
-    # DCP fsyncs every shard file it writes (FileSystemWriter(sync_files=True), torch
-    # distributed/checkpoint/filesystem.py:470-472) and its .metadata (:775-777).
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
-    # Each rank then forces what DCP does not to disk: its own rank file and the folder's
-    # entries -- on its own node, so several nodes need no rank-0 `os.sync()` (which
-    # flushes the whole machine's dirty pages and none of the other nodes').
-    torch.save(rank_state, tmp / f"rank{rank}.pt")
-    fsync(tmp / f"rank{rank}.pt")
-    fsync(tmp)
-    dist.barrier()  # every rank's files are on disk
-    if rank == 0:
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        fsync(tmp / "meta.json")
+    need = torch.tensor([float(_nbytes(model_sd) + _nbytes(optim_sd))], dtype=torch.float64)
+    dist.all_reduce(need)  # every rank's shards: the checkpoint's size
+    try:
+        # DCP fsyncs every shard file it writes (FileSystemWriter(sync_files=True), torch
+        # distributed/checkpoint/filesystem.py:470-472) and its .metadata (:775-777). A
+        # failed write on any rank makes dcp.save raise on every rank (its write step
+        # gathers each rank's result: _DistWrapper.all_reduce, torch/distributed/checkpoint/
+        # utils.py:224-264, called for "write" at state_dict_saver.py:513).
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
+        # Each rank then forces what DCP does not to disk: its own rank file and the
+        # folder's entries -- on its own node, so several nodes need no rank-0
+        # `os.sync()` (which flushes the whole machine's dirty pages and none of the
+        # other nodes').
+        torch.save(rank_state, tmp / f"rank{rank}.pt")
+        fsync(tmp / f"rank{rank}.pt")
         fsync(tmp)
-        shutil.rmtree(final, ignore_errors=True)
+        if rank == 0:
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            fsync(tmp / "meta.json")
+            fsync(tmp)
+    except CheckpointException as e:  # a BaseException: the first failing rank's own error
+        rank_failed, (exc, _) = next(iter(e.failures.items()))
+        error = f"{type(exc).__name__} on rank {rank_failed}: {exc}"
+    except Exception as e:  # noqa: BLE001 -- an OSError of our own writes
+        error = f"{type(e).__name__}: {e}"
+    errors = _agree(error)  # also the barrier: every rank's files are on disk
+    if any(errors):
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)  # give the space back; nothing loads *.tmp anyway
+        dist.barrier()  # the space is free again before anyone measures it
+        free = shutil.disk_usage(root).free
+        # A full disk does not always say ENOSPC: a write that fails inside torch.save's zip
+        # writer surfaces as "RuntimeError: [enforce fail at inline_container.cc] unexpected
+        # pos"; the space the checkpoint needs against the space free says it plainly.
+        why = "the disk is full" if free < need.item() else "a write failed"
+        first = next(e for e in errors if e)
+        raise CheckpointNotWritten(
+            f"checkpoint {final} not written: {why}: it needs about {need.item() / 2**20:,.0f} MiB, "
+            f"{free / 2**20:,.0f} MiB are free on {root} ({first.splitlines()[0][:300]}). "
+            f"The checkpoints before it are intact: {[p.name for p in complete_checkpoints(root)]}")
+    if rank == 0:
+        _discard(final)  # a re-run of this step after a fallback: the old folder goes first
         os.replace(tmp, final)  # only now does the checkpoint look complete
         fsync(root)  # the rename itself survives a power cut
-        for old in sorted(p for p in root.glob("step_*") if not p.name.endswith(".tmp"))[:-keep or None]:
-            shutil.rmtree(old, ignore_errors=True)
+        for old in complete_checkpoints(root)[keep or len(complete_checkpoints(root)):]:
+            _discard(old)  # the oldest beyond `keep`
     dist.barrier()
     return final
 
@@ -172,33 +256,37 @@ def newest_loadable(root: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
 
 
 def load_checkpoint(folder: Path, model, optim) -> tuple[dict, dict]:
-    """Load model + optimizer shards in place; return (meta, this rank's state)."""
+    """Load model + optimizer shards in place; return (meta, this rank's state).
+
+    The checkpoint may come from another number of ranks (a lost node, a bigger
+    allocation): DCP reads each rank's new shard from whichever saved shards overlap it
+    (resharding), and the per-rank prompt statistics of all the writers are merged into
+    rank 0's state (they are sums per prompt: finish_stage merges every rank's anyway)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     meta = json.loads((folder / "meta.json").read_text())
-    if meta["world_size"] != dist.get_world_size():
-        raise SystemExit(f"--resume: {folder} was written by {meta['world_size']} ranks, this run has "
-                         f"{dist.get_world_size()}; resume with the same --nproc_per_node x --nnodes")
-    model_sd, optim_sd = get_state_dict(model, optim)  # the layout to load into
+    model_sd, optim_sd = get_state_dict(model, optim)  # this run's layout to load into
     state = {"model": model_sd, "optim": optim_sd}
     dcp.load(state, checkpoint_id=str(folder))
     set_state_dict(model, optim, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    rank_state = torch.load(folder / f"rank{dist.get_rank()}.pt", weights_only=False)
-    return meta, rank_state
+    mine = {"stats": {"correct": {}, "seen": {}}}
+    if dist.get_rank() == 0:  # every writer's statistics, summed per prompt
+        for r in range(int(meta["world_size"])):
+            part = torch.load(folder / f"rank{r}.pt", weights_only=False)["stats"]
+            for p, n in part["seen"].items():
+                mine["stats"]["seen"][p] = mine["stats"]["seen"].get(p, 0) + n
+                mine["stats"]["correct"][p] = mine["stats"]["correct"].get(p, 0.0) + part["correct"][p]
+    return meta, mine
 
 
-def rng_state() -> dict:
-    """This rank's Python, NumPy and torch RNG states (saved per rank, restored on resume)."""
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs. The trainer reseeds them at the
+    start of every rollout batch from (seed, stage, batch): the same on every rank, so no
+    RNG state depends on the rank or the number of ranks, and a resumed run -- on any
+    number of ranks -- needs none saved."""
     import numpy as np
 
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(st: dict) -> None:
-    """Restore what rng_state() saved."""
-    import numpy as np
-
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
