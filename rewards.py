@@ -28,7 +28,7 @@ the main thread (tests/test_rewards.py checks every context). Failures never rai
 they score 0 and are counted by reason in `FAILURES`.
 
 Imports: code_tests.py (lazily; it runs programs in sandbox.py), math_verify. Exports:
-math_reward, code_reward, extract_code, reward_for_row, score_batch, FAILURES.
+math_reward, code_reward, extract_code, reward_for_row, score_batch, Scores, FAILURES.
 """
 
 from __future__ import annotations
@@ -175,8 +175,16 @@ def _score_one(args):
     return reward_for_row(row, response)
 
 
+class Scores(list):
+    """score_batch's rewards, one float per response, and `errors`: how many of them
+    are 0 because grading them failed twice (a worker died), not because they were
+    wrong (train.py logs it as `reward_errors`)."""
+
+    errors: int = 0
+
+
 def score_batch(rows: list[dict], responses: list[str], workers: int = 0,
-                truncated: list[bool] | None = None) -> list[float]:
+                truncated: list[bool] | None = None) -> Scores:
     """Rewards for (row, response) pairs. workers=0 scores in this process (main thread,
     with Math-Verify's alarms); workers>1 uses a spawn-started process pool, so no
     fork of the trainer (and its threads) ever runs untrusted code.
@@ -185,19 +193,41 @@ def score_batch(rows: list[dict], responses: list[str], workers: int = 0,
     scores 0 without being graded -- report §3.2.3: past the context length "the
     outcomes cannot be derived, and accuracy rewards are set to 0". Grading its text
     anyway rewards a last expression that happens to match, which RL learns to exploit.
-    Pass None to grade every response (train.py --truncated-reward grade)."""
+    Pass None to grade every response (train.py --truncated-reward grade).
+
+    A pool worker that dies mid-batch (the OOM killer, a crash in a native library, a
+    kill) breaks the whole pool: every response not graded yet is graded again, once, in
+    a fresh pool; if that pool breaks too, they score 0 and are counted in `errors`."""
     if len(rows) != len(responses):
         raise ValueError(f"{len(rows)} rows but {len(responses)} responses")
     if truncated is not None and len(truncated) != len(responses):
         raise ValueError(f"{len(responses)} responses but {len(truncated)} truncation flags")
     todo = [i for i in range(len(rows)) if truncated is None or not truncated[i]]
-    out = [0.0] * len(rows)
+    out = Scores([0.0] * len(rows))
     if workers <= 1:
         for i in todo:
             out[i] = reward_for_row(rows[i], responses[i])
         return out
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        scores = pool.map(_score_one, [(rows[i], responses[i]) for i in todo], chunksize=max(1, len(todo) // (4 * workers)))
-        for i, sc in zip(todo, scores):
-            out[i] = sc
+    for _ in range(2):  # the first pool, then one fresh pool for what it left ungraded
+        todo = _grade_in_pool(rows, responses, todo, workers, out)
+        if not todo:
+            break
+    out.errors = len(todo)
+    FAILURES["grading worker died (twice)"] += len(todo)
     return out
+
+
+def _grade_in_pool(rows, responses, todo: list[int], workers: int, out: list) -> list[int]:
+    """Grade rows[i], responses[i] for i in todo into out[i] with a fresh spawn-started
+    pool; return the indices left ungraded because the pool broke."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    left = []
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [(i, pool.submit(_score_one, (rows[i], responses[i]))) for i in todo]
+        for i, f in futures:
+            try:
+                out[i] = f.result()
+            except BrokenProcessPool:  # a worker died: every future not done fails with it
+                left.append(i)
+    return left
