@@ -103,7 +103,10 @@ class Config:
     # Resumable checkpoints, curves and logs, the held-out evaluation around a stage, and
     # the memory plan of --dry-run.
     save_every: int = arg(20, "Write a resumable checkpoint every K steps (0: only the stage's final model).")
-    keep_checkpoints: int = arg(2, 'Resumable checkpoints kept per stage (older ones are deleted).')
+    keep_checkpoints: int = arg(2, 'Resumable checkpoints kept per stage (older ones are deleted; 0: keep all).')
+    preempt_grace_s: float = arg(300.0, "Seconds after a SIGTERM to reach the step's safe point and write a checkpoint "
+                                 "before exiting without one (preemption.py). The 7B on 8 GPUs writes ~91 GB "
+                                 "(fp32 weights + AdamW moments); set torchrun --shutdown-timeout above it.")
     resume: bool = arg(False, 'Continue this stage from its latest complete checkpoint (fresh start if none).')
     plot_every: int = arg(5, 'Redraw <output-dir>/curves.png every K steps (0: only at the end).')
     report_to: str = arg("none", "Also log metrics to tensorboard or wandb (rank 0; wandb offline unless WANDB_MODE is set).",

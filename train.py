@@ -20,14 +20,16 @@ main() is the training step of §3.1, one numbered banner per phase:
 
 Everything else -- where a stage starts, its prompts and filters, the memory plan, the
 engine and the policy, resume, the end of a stage -- is a named function below main().
+A SIGTERM (preemption) stops the run at the step's safe point, after phase 3, with a
+checkpoint of the last complete step and exit code 75 (preemption.py).
 Multi-stage (§3.2.2): `--stage N` starts from stage N-1's final model in the same output
 folder, drops the prompts stage N-1 solved G/G (online filtering) and continues the step
 count. `--resume` continues a stage from its newest checkpoint; `--eval-k K` evaluates
 held-out avg@K before and after the stage with the same engine.
 
 Imports: recipes.py (settings), data.py, data_filter.py, rollout.py, rewards.py, loss.py,
-entropy_control.py, policy.py, packing.py, distributed.py, checkpoint.py, plots.py,
-memory_plan.py, eval.py, embedded_model.py. Exports: main.
+entropy_control.py, policy.py, packing.py, distributed.py, checkpoint.py, preemption.py,
+plots.py, memory_plan.py, eval.py, embedded_model.py. Exports: main.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ if "--verbose" not in sys.argv:
 import dataclasses  # noqa: E402  (after the console settings above)
 import json  # noqa: E402
 import math  # noqa: E402
-import random  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
+import zlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -58,9 +60,11 @@ import packing  # noqa: E402
 import plots  # noqa: E402
 import policy  # noqa: E402
 import rewards  # noqa: E402
-from checkpoint import load_checkpoint, newest_loadable, rng_state, save_checkpoint, save_hf, set_rng_state  # noqa: E402
+from checkpoint import (CheckpointNotWritten, load_checkpoint, newest_loadable, save_checkpoint, save_hf,  # noqa: E402
+                        seed_everything)
 from entropy_control import AdaptiveEntropyController  # noqa: E402
 from loss import group_advantages  # noqa: E402
+from preemption import Preempted, Preemption  # noqa: E402
 from recipes import Config, parse_config, stage_table  # noqa: E402
 from rollout import build_engine, sample_seed  # noqa: E402
 
@@ -74,33 +78,48 @@ def main(argv: list[str] | None = None) -> None:
     engine, model, optim, G = run.engine, run.model, run.optim, cfg.group_size
     while run.it < run.steps:
         t_start = time.perf_counter()
+        # Python's, NumPy's and torch's RNGs from (seed, stage, batch) alone: the same on
+        # every rank, so nothing random depends on the rank or the number of ranks, and a
+        # resume (on any number of ranks) needs no RNG state saved.
+        seed_everything(rollout_seeds(cfg, run.draw, [-1])[0])
         # ==== 1. sample D_R prompts =======================================================
         # One seeded permutation of the stage's prompts, walked D_R at a time (epochs wrap).
         # `draw` counts rollout batches (a batch whose groups are all rejected is drawn
         # but is not a step). Rollout group d of dp_world takes every dp_world-th prompt.
         slots = list(range(cfg.rollout_batch_size))[run.dp_rank::run.dp_world]  # places in the batch
         batch = [run.prompt_ids[run.order[(run.draw * cfg.rollout_batch_size + j) % len(run.order)]] for j in slots]
-        # ==== 2. G rollouts per prompt (vLLM) ==============================================
-        # Every sample draws its own random stream, keyed by (seed, stage, batch, place,
-        # sample): a resumed run samples the same responses, the ranks of one TP group
-        # agree, and the number of ranks does not change what is drawn.
-        # The engine is awake with the trainer's current weights (the last sync woke it);
-        # generate() raises otherwise (rollout.EngineState), never samples stale weights.
-        t0 = time.perf_counter()
-        samples = engine.generate([run.rows[p]["prompt"] for p in batch], n=G, temperature=cfg.temperature,
-                                  top_p=cfg.top_p, max_new_tokens=cfg.max_response_len,
-                                  seed=rollout_seeds(cfg, run.draw, slots))
-        t_rollout = time.perf_counter() - t0
-        # Prompts longer than the prompt budget were dropped by the engine (and counted);
-        # `prompts` indexes the kept ones, G contiguous samples each.
-        samples, prompts = tp_share(run, samples)
-        # ==== 3. rewards (binary, §7) ======================================================
-        # A truncated response (finish reason "length") scores 0 without being graded
-        # (§3.2.3; --truncated-reward grade keeps grading its text, as released).
-        trunc = torch.tensor([s.truncated for s in samples], dtype=torch.bool)  # [P*G]
-        r = torch.tensor(rewards.score_batch([run.rows[batch[s.prompt_index]] for s in samples], [s.text for s in samples],
-                                             cfg.reward_workers, truncated=trunc.tolist() if cfg.truncated_reward == "zero" else None),
-                         dtype=torch.float32)  # [P*G]
+        # Phases 2-3 hold no collective: a SIGTERM abandons them at once (preemption.py).
+        try:
+            with run.preempt.interruptible(allowed=cfg.rollout.tensor_parallel_size == 1):
+                # ==== 2. G rollouts per prompt (vLLM) ======================================
+                # Every sample draws its own random stream, keyed by (seed, stage, batch,
+                # place, sample): a resumed run samples the same responses, the ranks of one
+                # TP group agree, and the number of ranks does not change what is drawn.
+                # The engine is awake with the trainer's current weights (the last sync woke
+                # it); generate() raises otherwise (rollout.EngineState).
+                t0 = time.perf_counter()
+                samples = engine.generate([run.rows[p]["prompt"] for p in batch], n=G, temperature=cfg.temperature,
+                                          top_p=cfg.top_p, max_new_tokens=cfg.max_response_len,
+                                          seed=rollout_seeds(cfg, run.draw, slots))
+                t_rollout = time.perf_counter() - t0
+                # Prompts longer than the prompt budget were dropped by the engine (and
+                # counted); `prompts` indexes the kept ones, G contiguous samples each.
+                samples, prompts = tp_share(run, samples)
+                # ==== 3. rewards (binary, §7) ==============================================
+                # A truncated response (finish reason "length") scores 0 without being
+                # graded (§3.2.3; --truncated-reward grade keeps grading it, as released).
+                # A grading worker that dies is replaced and its responses graded again
+                # once; still failing, they score 0 and are counted (scores.errors).
+                trunc = torch.tensor([s.truncated for s in samples], dtype=torch.bool)  # [P*G]
+                scores = rewards.score_batch([run.rows[batch[s.prompt_index]] for s in samples], [s.text for s in samples],
+                                             cfg.reward_workers, truncated=trunc.tolist() if cfg.truncated_reward == "zero" else None)
+                r = torch.tensor(scores, dtype=torch.float32)  # [P*G]
+        except Preempted:
+            pass  # this step's rollout is abandoned; nothing of the run's state has changed
+        # Preemption's safe point, once per step (one tiny all-reduce): if any rank got a
+        # SIGTERM, every rank saves the last complete step and exits 75 (preemption.py).
+        if run.preempt.agree():
+            preempted(run)
         # ==== 4. per-prompt accuracy, recorded BEFORE rejection sampling ===================
         for g, pi in enumerate(prompts):  # rejection drops the G/G groups online filtering needs
             run.stats.record(batch[pi], r[g * G:(g + 1) * G].tolist())
@@ -112,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         groups = data_filter.rejection_sample(r, G).tolist() if cfg.rejection_sampling else list(range(len(prompts)))
         # Distribution only: the kept sequences are dealt to ranks by token count for the
         # update; `minis` holds each mini-batch's global token and sequence counts.
-        seqs, minis = spread_over_ranks(run, samples, groups, adv)
+        seqs, minis = spread_over_ranks(run, samples, groups, adv, [slots[p] for p in prompts])
         run.draw += 1
         if minis is None:  # every group of every rank rejected: not a step (released code)
             skip_batch(run)  # the engine stays awake: the policy did not change, no sync needed
@@ -131,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         coef = run.ent_ctl.coef  # alpha_k, decided by the previous step's entropy (one-step lag)
         # One SGD step per mini-batch and pass; on-policy (D_R == D_T, N_reuse 1) that is
         # one step whose importance ratio is exactly 1, so the clip never binds.
-        agg, grad_norms = dict.fromkeys(policy.AGG_KEYS + (("kl_ref",) if run.ref_model is not None else ()), 0.0), []
+        agg, grad_norms = dict.fromkeys(policy.AGG_KEYS + (("kl_ref",) if run.ref_model is not None else ()) + ("loss",), 0.0), []
         nonfinite = 0  # SGD steps skipped for a NaN/inf gradient norm
         for reuse in range(cfg.n_reuse):
             for m, (n_tok, n_seq) in enumerate(minis):
@@ -154,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
                     optim.step()
                 optim.zero_grad(set_to_none=True)
         t_update = time.perf_counter() - t0
+        agg["loss"] /= max(1, sum(1 for n_tok, _ in minis if n_tok))  # eq. 3.1 per SGD step (first pass)
         # ==== 9. adaptive entropy control (§3.2.5) =========================================
         # e_k as in the released code: -mean log pi_old(sampled token) over the step's kept
         # response tokens (here over every rank's); the new coefficient is used by the
@@ -169,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         # ==== 11. metrics ==================================================================
         # One record per step: metrics.jsonl, the console line, curves.png, tensorboard/wandb.
         rec = step_metrics(run, samples, r, trunc, prompts, groups, agg, grad_norms, coef, step_entropy,
-                           {"t_rollout": t_rollout, "t_update": t_update, "t_sync": t_sync})
+                           {"t_rollout": t_rollout, "t_update": t_update, "t_sync": t_sync},
+                           [slots[smp.prompt_index] for smp in samples], scores.errors)
         rec["t_other"] = time.perf_counter() - t_start - t_rollout - t_update
         rec["nonfinite_sgd_steps"] = nonfinite
         log_step(run, rec, samples, r, batch)
@@ -224,6 +245,9 @@ class Run:
     draw: int = 0
     skipped: int = 0
     nonfinite: int = 0  # training steps in a row with a non-finite gradient norm
+    saved: int = 0  # steps done at the newest checkpoint on disk (0: none)
+    failed_saves: int = 0  # checkpoints in a row that could not be written
+    preempt: Preemption = None  # the SIGTERM handler (preemption.py)
 
 
 def start_stage(cfg: Config) -> Run:
@@ -232,6 +256,8 @@ def start_stage(cfg: Config) -> Run:
     # Ranks first: every later step (the start model, the memory plan) may need a
     # collective or rank 0's answer. gloo on CPU, nccl on GPU; one rank outside torchrun.
     rank, world, device = distributed.join(cfg.cpu_offload, cfg.dist_timeout_min)
+    # From here a SIGTERM is a request to stop at the next safe point (preemption.py).
+    preempt = Preemption(cfg.preempt_grace_s, rank)
     out, stage_dir = Path(cfg.output_dir), Path(cfg.output_dir) / f"stage{cfg.stage}"
     # Several nodes: rank 0 alone creates, renames and deletes the run's folders, and
     # every rank reads them (stage N-1's model, checkpoints): one folder all nodes see.
@@ -239,6 +265,7 @@ def start_stage(cfg: Config) -> Run:
     if rank == 0:
         stage_dir.mkdir(parents=True, exist_ok=True)
         (stage_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        (out / "preempted.json").unlink(missing_ok=True)  # an earlier preemption is being resumed
     # Stage 1 starts from --model; stage N from stage N-1's final folder.
     start = start_model(cfg, out)
     distributed.print0(f"[magic] recipe={cfg.recipe} stage={cfg.stage} world={world} device={device} start={start}")
@@ -264,7 +291,7 @@ def start_stage(cfg: Config) -> Run:
     # the prompts in the same order, D_R per rollout batch.
     order = torch.randperm(len(prompt_ids), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     run = Run(cfg, rank, world, device, out, stage_dir, rows, prompt_ids, order, step0,
-              cfg.steps if cfg.max_steps < 0 else cfg.max_steps, rank // tp, world // tp, rank % tp)
+              cfg.steps if cfg.max_steps < 0 else cfg.max_steps, rank // tp, world // tp, rank % tp, preempt=preempt)
     # The engine first: vLLM reseeds Python/NumPy/torch RNGs when it starts.
     from transformers import AutoTokenizer
 
@@ -275,8 +302,7 @@ def start_stage(cfg: Config) -> Run:
     # The engine's context is the stage's prompt budget + T (§3.2.2: T grows by stage).
     engine_cfg = dataclasses.replace(cfg.rollout, max_model_len=cfg.rollout.max_prompt_len + cfg.max_response_len, seed=cfg.seed)
     run.engine = build_engine(start, engine_cfg, run.tokenizer)
-    torch.manual_seed(cfg.seed + rank)  # after vLLM's reseeding; per rank, from --seed
-    random.seed(cfg.seed + rank)
+    seed_everything(cfg.seed)  # after vLLM's reseeding (each step reseeds again: main())
     # The policy: fp32 master weights sharded by FSDP2 over all ranks. A reference copy
     # only for the KL ablation (MAGIC has no KL term, §3.2.6).
     run.model = policy.build_policy(start, cfg, device)
@@ -362,8 +388,9 @@ def stage_prompts(cfg: Config, out: Path) -> tuple[list, list, int]:
 
 
 def resume_or_start_fresh(run: Run) -> None:
-    """--resume: model + optimizer shards, entropy controller, data position, RNG states
-    and this stage's prompt statistics from the newest complete checkpoint. A fresh stage
+    """--resume: model + optimizer shards, entropy controller, data position and this
+    stage's prompt statistics from the newest loadable checkpoint, written by any number
+    of ranks (checkpoint.load_checkpoint reshards). A fresh stage
     deletes that stage's old checkpoints and evaluations, so nothing of an earlier run can
     be resumed later. Either way the metric lines of steps about to be (re)done go."""
     cfg, root = run.cfg, run.stage_dir / "checkpoints"
@@ -385,10 +412,11 @@ def resume_or_start_fresh(run: Run) -> None:
         if meta["order"] != run.order:
             raise SystemExit(f"--resume: {ckpt} has another data order (changed --seed, --data or --toy-size?)")
         run.it, run.draw = meta["done"], meta.get("draws", meta["done"])  # (older checkpoints: one draw per step)
+        run.saved = run.it
         run.ent_ctl.load_state_dict(meta["entropy_controller"])
-        run.stats.load_state_dict(mine["stats"])
-        set_rng_state(mine["rng"])
-        distributed.print0(f"[magic] resumed from {ckpt} after {run.it} steps of stage {cfg.stage}")
+        run.stats.load_state_dict(mine["stats"])  # rank 0: every writer's, merged; the others: none yet
+        distributed.print0(f"[magic] resumed from {ckpt} after {run.it} steps of stage {cfg.stage}" + (
+            f" (written by {meta['world_size']} ranks, resharded onto {run.world})" if meta["world_size"] != run.world else ""))
     elif run.rank == 0:
         # A fresh stage: an earlier run's checkpoints or evaluations in this folder must not
         # be picked up later by --resume (or eval.py's own resume).
@@ -476,33 +504,37 @@ def tp_share(run: Run, samples: list) -> tuple[list, list]:
     return samples, prompts
 
 
-def spread_over_ranks(run: Run, samples: list, groups: list[int], adv: torch.Tensor):
+def spread_over_ranks(run: Run, samples: list, groups: list[int], adv: torch.Tensor, places: list[int]):
     """Distribution only. Every rank learns every kept group's sequence lengths; mini-batch
-    m takes every (D_R/D_T)-th kept group of the whole step, and its sequences go to the
-    ranks by token count (packing.balance), sent with one all-to-all (packing.exchange).
+    m takes every (D_R/D_T)-th kept group of the whole step in the order of their places
+    in the rollout batch (so the mini-batches do not depend on the number of ranks), and
+    its sequences go to the ranks by token count (packing.balance), sent with one
+    all-to-all (packing.exchange). places[p]: the batch place of this rank's group p.
     Returns this rank's sequences as (tokens, prompt length, advantage, mini-batch) and,
     per mini-batch, (response tokens, sequences) over all ranks -- eq. 3.1's divisors --
     or minis=None when no rank kept a group."""
     G, n_mini = run.cfg.group_size, run.cfg.rollout_batch_size // run.cfg.mini_batch_size
-    # (prompt, response) lengths of this rank's kept sequences, grouped by prompt.
-    mine = [[(len(samples[g * G + j].prompt_ids), len(samples[g * G + j].response_ids)) for j in range(G)] for g in groups]
+    # (place, (prompt, response) lengths) of this rank's kept groups.
+    mine = [(places[g], [(len(samples[g * G + j].prompt_ids), len(samples[g * G + j].response_ids)) for j in range(G)])
+            for g in groups]
     # A few integers per sequence travel to everyone; the token ids move only once, below.
     everyone = [None] * run.world
     torch.distributed.all_gather_object(everyone, mine)
-    all_groups = [grp for part in everyone for grp in part]  # kept groups of the step, rank-major
+    all_groups = sorted(grp for part in everyone for grp in part)  # kept groups of the step, by place
     if not all_groups:
         return [], None
-    first = sum(len(part) for part in everyone[:run.rank])  # this rank's first group in that list
+    own = {places[g]: g for g in groups}  # this rank's groups by place
     # Every rank computes the same assignment from the same lengths; it then sends only
     # the sequences it generated, each to its owner.
     items, dest, minis = [], [], []
     for m in range(n_mini):
         seqs = [(k, j) for k in range(m, len(all_groups), n_mini) for j in range(G)]
-        minis.append((sum(all_groups[k][j][1] for k, j in seqs), len(seqs)))
-        for (k, j), owner in zip(seqs, packing.balance([sum(all_groups[k][j]) for k, j in seqs], run.world)):
-            if first <= k < first + len(groups):  # a sequence of this rank's rollout
-                s = samples[groups[k - first] * G + j]
-                items.append((s.prompt_ids + s.response_ids, [len(s.prompt_ids), float(adv[groups[k - first] * G + j]), m]))
+        minis.append((sum(all_groups[k][1][j][1] for k, j in seqs), len(seqs)))
+        for (k, j), owner in zip(seqs, packing.balance([sum(all_groups[k][1][j]) for k, j in seqs], run.world)):
+            g = own.get(all_groups[k][0])
+            if g is not None:  # a sequence of this rank's rollout
+                s = samples[g * G + j]
+                items.append((s.prompt_ids + s.response_ids, [len(s.prompt_ids), float(adv[g * G + j]), m]))
                 dest.append(owner)
     got = packing.exchange(items, dest, run.device)
     return [(tokens, int(nums[0]), nums[1], int(nums[2])) for tokens, nums in got], minis
@@ -530,14 +562,24 @@ def check_nonfinite(run: Run, nonfinite: int) -> None:
                          f"check --temperature and the data (--max-nonfinite-steps sets how many are tolerated)")
 
 
-def step_metrics(run: Run, samples, r, trunc, prompts, groups, agg, grad_norms, coef, entropy, times) -> dict:
+def step_metrics(run: Run, samples, r, trunc, prompts, groups, agg, grad_norms, coef, entropy, times,
+                 places: list[int], reward_errors: int) -> dict:
     """Step 11's record: sums over ranks in one collective, rates divided on the way out.
     reward_mean is over all samples before rejection; trunc_ratio is the report's "clip
-    ratio"; the update's numbers are token-weighted over its first pass."""
+    ratio"; the update's numbers are token-weighted over its first pass; loss is eq. 3.1
+    per SGD step. rollout_digest fingerprints every sampled response and its reward
+    (places: each sample's place in the rollout batch), independently of the ranks: two
+    runs drew the same responses and rewards iff their digests agree (up to collisions)."""
     lens = [len(s.response_ids) for s in samples]  # every sampled response, before rejection
+    G = run.cfg.group_size
+    # One CRC32 per sample of (place, sample, response tokens, reward), summed: the order of
+    # the ranks does not matter, and the float64 sum stays exact below 2^21 samples.
+    digest = sum(zlib.crc32(repr((place, i % G, smp.response_ids, float(r[i]))).encode())
+                 for i, (place, smp) in enumerate(zip(places, samples)))
     s = distributed.all_sum({"r": r.sum().item(), "n": len(r), "trunc": trunc.sum().item(), "len": sum(lens),
-                             "r_nt": r[~trunc].sum().item(), "n_nt": (~trunc).sum().item(),
-                             "groups": len(prompts), "kept": len(groups), **{f"m_{k}": v for k, v in agg.items()}})
+                             "r_nt": r[~trunc].sum().item(), "n_nt": (~trunc).sum().item(), "digest": digest,
+                             "errors": reward_errors, "groups": len(prompts), "kept": len(groups),
+                             **{f"m_{k}": v for k, v in agg.items()}})
     n, tok = max(s["n"], 1), s["m_tokens"]
     rec = {"stage": run.cfg.stage, "step": run.step0 + run.it + 1,
            "reward_mean": s["r"] / n, "kept_group_frac": s["kept"] / max(s["groups"], 1),
@@ -545,7 +587,8 @@ def step_metrics(run: Run, samples, r, trunc, prompts, groups, agg, grad_norms, 
            "trunc_ratio": s["trunc"] / n, "acc_non_truncated": s["r_nt"] / max(s["n_nt"], 1),
            "response_len_mean": s["len"] / n, "response_len_max": distributed.all_max(max(lens, default=0)),
            # clip fractions, approx_kl, ratio, full-vocabulary entropy (, kl_ref)
-           **{k: (s[f"m_{k}"] / tok if tok else float("nan")) for k in agg if k != "tokens"},
+           **{k: (s[f"m_{k}"] / tok if tok else float("nan")) for k in agg if k not in ("tokens", "loss")},
+           "loss": s["m_loss"], "reward_errors": int(s["errors"]), "rollout_digest": f"{int(s['digest']) % 2**32:08x}",
            "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else 0.0, "lr": run.cfg.lr,
            "tokens": tok, "sgd_steps": len(grad_norms), **times, "skipped_batches": run.skipped,
            # memory high-water marks, the largest over ranks: host RSS (vLLM + trainer), GPU
@@ -589,16 +632,53 @@ def log_step(run: Run, rec: dict, samples, r, batch) -> None:
         plots.try_plot_run(run.out, run.cfg.target_entropy)
 
 
-def save_step(run: Run) -> None:
-    """Step 12: a resumable checkpoint after run.it steps (checkpoint.py: atomic)."""
+def save_step(run: Run) -> bool:
+    """Step 12: a resumable checkpoint after run.it steps (checkpoint.py: atomic).
+
+    A checkpoint that cannot be written (a full disk) leaves the older ones intact; the
+    run goes on without it -- the trained state is in memory and the next checkpoint
+    may succeed once space is freed -- but stops if the next one fails too: a disk that
+    stays full would otherwise let a long run go on unprotected for days. Returns
+    whether it was written."""
     root = run.stage_dir / "checkpoints"
-    save_checkpoint(root, run.it, run.model, run.optim,
-                    meta={"done": run.it, "draws": run.draw, "global_step": run.step0 + run.it, "world_size": run.world,
-                          "order": run.order, "entropy_controller": run.ent_ctl.state_dict(),
-                          "config": dataclasses.asdict(run.cfg)},
-                    rank_state={"rng": rng_state(), "stats": run.stats.state_dict()}, keep=run.cfg.keep_checkpoints)
-    if run.rank == 0:  # above the progress bar, like the step lines
+    try:
+        save_checkpoint(root, run.it, run.model, run.optim,
+                        meta={"done": run.it, "draws": run.draw, "global_step": run.step0 + run.it,
+                              "world_size": run.world, "order": run.order,
+                              "entropy_controller": run.ent_ctl.state_dict(), "config": dataclasses.asdict(run.cfg)},
+                        rank_state={"stats": run.stats.state_dict()}, keep=run.cfg.keep_checkpoints)
+    except CheckpointNotWritten as e:
+        run.failed_saves += 1
+        if run.failed_saves >= 2:  # every rank stops; rank 0 says why
+            raise SystemExit(f"[magic] {e}\n[magic] a second checkpoint in a row could not be written: stopping. "
+                             f"Free space, then --resume (from step {run.saved})" if run.rank == 0 else 1) from None
+        distributed.print0(f"[magic] {e}\n[magic] training goes on without it; the next checkpoint is tried at "
+                           f"step {run.it + run.cfg.save_every}, and the run stops if that one fails too")
+        return False
+    run.saved, run.failed_saves = run.it, 0
+    if run.rank == 0 and run.bar is not None:  # above the progress bar, like the step lines
         run.bar.write(f"[magic] checkpoint {root / f'step_{run.it:08d}'}")
+    return True
+
+
+def preempted(run: Run) -> None:
+    """Every rank agreed to stop (a SIGTERM, preemption.py): checkpoint the last complete
+    step (unless the newest checkpoint already holds it), leave preempted.json for the
+    job script, and exit 75 -- resume me."""
+    t0 = time.perf_counter()
+    run.failed_saves = 0  # a full disk here ends the run with exit 75 all the same, not with an error
+    wrote = run.it > run.saved and save_step(run)
+    if run.rank == 0:
+        (run.out / "preempted.json").write_text(json.dumps({
+            "stage": run.cfg.stage, "steps_done": run.it, "global_step": run.step0 + run.it,
+            "checkpoint": str(run.stage_dir / "checkpoints" / f"step_{run.saved:08d}") if run.saved else None,
+            "exit_code": 75, "seconds_since_signal": round(run.preempt.seconds_since_signal(), 1)}))
+        if run.logger is not None:
+            run.logger.close()
+    what = (f"checkpoint step_{run.it:08d} written in {time.perf_counter() - t0:.1f} s" if wrote else
+            f"the newest checkpoint holds step {run.saved}" if run.saved else "no step done yet, nothing to save")
+    run.preempt.exit(f"[magic] preempted after {run.it} steps of stage {run.cfg.stage}: {what}, "
+                     f"{run.preempt.seconds_since_signal():.1f} s after the signal; exit 75 -- run again with --resume")
 
 
 # ------------------------------------------------------------------------------------
