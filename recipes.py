@@ -16,7 +16,7 @@ engine's settings are rollout.RolloutConfig, nested as `cfg.rollout` (flags
 --rollout-<field>); nothing is declared twice.
 
 Imports: rollout.py (RolloutConfig, setting). Exports: Config, RECIPES, parse_config,
-stage_table.
+stage_table, native_bf16.
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ class Config:
     # --- system ----------------------------------------------------------------------
     # How the update runs: precision, memory (memory_plan.py picks what "auto" means),
     # micro-batch and loss-head sizes, reward processes.
-    param_dtype: str = arg("bfloat16", 'FSDP2 compute dtype (master weights and gradient reduction stay float32).')
+    param_dtype: str = arg("bfloat16", 'FSDP2 compute dtype (master weights and gradient reduction stay float32); '
+                                       'auto: bfloat16 where it is native (a GPU, a CPU with AVX512-BF16 or AMX), else float32.')
     grad_checkpointing: str = arg("auto", "Recompute activations in backward: on, off, or auto (on where the memory plan needs it).",
                                   choices=("auto", "on", "off"))
     cpu_offload: bool = arg(False, 'FSDP2 CPU offload of parameters, gradients and optimizer state.')
@@ -173,14 +174,30 @@ RECIPES: dict[str, dict] = {
     "tiny": dict(base=dict(
         model="embedded", data="toy", lr=2e-5, weight_decay=0.01, grad_clip=1.0,
         clip_low=0.2, clip_high=0.2, target_entropy=0.2, temperature=1.0, kl_coef=0.0,
-        rejection_sampling=True, param_dtype="bfloat16", micro_batch_tokens=2048,
-        rollout=dict(max_prompt_len=256, dtype="bfloat16", enforce_eager=True, cpu_kv_cache_gib=1.0),
+        rejection_sampling=True, param_dtype="auto", micro_batch_tokens=2048,
+        rollout=dict(max_prompt_len=256, dtype="auto", enforce_eager=True, cpu_kv_cache_gib=1.0),
         eval_k=8, eval_size=128, save_every=10, plot_every=2,
     ), stages={
         1: dict(steps=20, max_response_len=128, rollout_batch_size=16, mini_batch_size=16, group_size=8),
         2: dict(steps=20, max_response_len=256, rollout_batch_size=16, mini_batch_size=16, group_size=8),
     }),
 }
+
+
+def native_bf16() -> bool:
+    """Whether bfloat16 runs natively here: on a GPU, or on a CPU with AVX512-BF16 or AMX.
+    An AVX2-only CPU (this project's 2-core machine was an AMD EPYC of that kind on
+    2026-12-02) has PyTorch emulate it, 20x and more slower than float32: the tiny
+    recipe's "auto" dtypes then train and roll out in float32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:  # not Linux: keep the recipe's bf16
+        return True
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def stage_table(recipe: str) -> str:
@@ -255,6 +272,10 @@ def parse_config(argv: list[str] | None = None) -> Config:
         value, allowed = getattr(cfg.rollout if owner else cfg, f.name), f.metadata.get("choices")
         if allowed and value not in allowed:
             p.error(f"{flag} must be one of {allowed}, got {value!r}")
+    # "auto" dtypes (the tiny recipe's): bf16 only where this machine computes it natively.
+    for owner, name in ((cfg, "param_dtype"), (cfg.rollout, "dtype")):
+        if getattr(owner, name) == "auto":
+            setattr(owner, name, "bfloat16" if native_bf16() else "float32")
     # D_R must split into whole mini-batches of D_T prompts.
     if cfg.rollout_batch_size % cfg.mini_batch_size:
         p.error(f"--rollout-batch-size {cfg.rollout_batch_size} must be a multiple of --mini-batch-size {cfg.mini_batch_size}")

@@ -268,7 +268,8 @@ def start_stage(cfg: Config) -> Run:
         (out / "preempted.json").unlink(missing_ok=True)  # an earlier preemption is being resumed
     # Stage 1 starts from --model; stage N from stage N-1's final folder.
     start = start_model(cfg, out)
-    distributed.print0(f"[magic] recipe={cfg.recipe} stage={cfg.stage} world={world} device={device} start={start}")
+    distributed.print0(f"[magic] recipe={cfg.recipe} stage={cfg.stage} world={world} device={device} start={start} "
+                       f"dtype={cfg.param_dtype}/{cfg.rollout.dtype} (update/rollout)")
     # The memory plan from the model's config alone: refuse a run that cannot fit before
     # any weight is loaded; choose gradient checkpointing and vLLM's memory share.
     device_gib = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, torchrun
-from test_train import DTYPE  # float32 where the CPU has no native bf16
 
 
 @pytest.mark.parametrize("minutes,wait_s,ok", [("0.05", "12", False), ("2", "3", True)], ids=["3s-times-out", "2min-waits"])
@@ -61,7 +60,7 @@ def two_nodes(args_a: list[str], args_b: list[str], homes: tuple[Path, Path], ti
 
 def _tiny_smollm2(out: Path) -> list[str]:
     """The embedded model (converted by each node into its own cache) on a few sums."""
-    return ["train.py", "--recipe", "tiny", *DTYPE, "--model", "embedded", "--output-dir", str(out), "--toy-size", "16",
+    return ["train.py", "--recipe", "tiny", "--model", "embedded", "--output-dir", str(out), "--toy-size", "16",
             "--rollout-batch-size", "2", "--mini-batch-size", "2", "--group-size", "2", "--max-response-len", "16",
             "--rejection-sampling", "false", "--eval-k", "0", "--save-every", "1", "--plot-every", "0"]
 

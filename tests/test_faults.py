@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, torchrun, torchrun_cmd
-from test_train import DTYPE
 
 ARGS = ["--rollout-batch-size", "8", "--mini-batch-size", "4", "--group-size", "4", "--max-response-len", "24",
         "--eval-k", "0", "--plot-every", "0", "--entropy-mode", "adaptive", "--target-entropy", "5.0",
@@ -28,7 +27,7 @@ LOSS_RTOL = 1e-4  # float32 losses after a resume on another number of ranks (th
 
 
 def _cmd(model, data, out, *extra) -> list[str]:
-    return ["train.py", "--recipe", "tiny", *DTYPE, "--model", model, "--data", data, "--output-dir", str(out), *ARGS, *extra]
+    return ["train.py", "--recipe", "tiny", "--model", model, "--data", data, "--output-dir", str(out), *ARGS, *extra]
 
 
 def _metrics(out: Path) -> list[dict]:

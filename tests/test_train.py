@@ -9,13 +9,11 @@ import pytest
 
 from conftest import ROOT, cpu_has_native_bf16, torchrun
 
-# The tiny recipe computes in bf16. Where the CPU has no native bf16 (AVX2 only), PyTorch
-# emulates it 20x and more slower than float32 and these runs would not fit CI's time:
-# there they train and roll out in float32. Everything they check is dtype-independent
-# (the README demo test keeps the recipe's bf16: it checks the README's own command).
-DTYPE = [] if cpu_has_native_bf16() else ["--param-dtype", "float32", "--rollout-dtype", "float32"]
+# The tiny recipe's dtypes are "auto": bf16 where the CPU has it natively, float32 where
+# PyTorch would emulate it (AVX2 only: 20x and more slower, past CI's time). Everything
+# these runs check is dtype-independent.
 
-KEYS = {"step", "stage", "reward_mean", "kept_group_frac", "entropy", "entropy_full", "entropy_coef",
+KEYS = {"step", "stage", "reward_mean", "loss", "reward_errors", "rollout_digest", "kept_group_frac", "entropy", "entropy_full", "entropy_coef",
         "trunc_ratio", "acc_non_truncated", "response_len_mean", "response_len_max", "clip_frac_low",
         "clip_frac_high", "grad_norm", "lr", "tokens", "t_rollout", "t_update", "t_other"}
 
@@ -26,7 +24,7 @@ def _metrics(out: Path) -> list[dict]:
 
 def test_two_stages_then_eval(boxed_model, small_sum_jsonl, tmp_path):
     out = tmp_path / "run"
-    common = ["train.py", "--recipe", "tiny", *DTYPE, "--model", boxed_model, "--data", small_sum_jsonl,
+    common = ["train.py", "--recipe", "tiny", "--model", boxed_model, "--data", small_sum_jsonl,
               "--output-dir", str(out), "--rollout-batch-size", "8", "--mini-batch-size", "4",
               "--group-size", "4", "--max-response-len", "24", "--eval-k", "0"]
     # Stage 1 also evaluates held-out avg@2 before and after (eval.py with the colocated engine).
@@ -71,16 +69,17 @@ def test_bad_flag_is_named():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not cpu_has_native_bf16(), reason="the README demo computes in bf16, emulated on this CPU (no "
-                    "AVX512-BF16/AMX): two SmolLM2 steps take longer than the test's 25 minutes")
 def test_readme_demo_two_steps_on_smollm2(smollm2, tmp_path):
     """The README's command on the real embedded SmolLM2-135M-Instruct (2 steps), and its
     quiet console: the start and end summaries, one line per step, the progress bar --
-    no vLLM or transformers INFO/WARNING line, nothing else."""
+    no vLLM or transformers INFO/WARNING line, nothing else. The recipe's dtypes are
+    "auto": bf16 where this CPU has it natively, float32 otherwise (said on the start line)."""
     out = tmp_path / "demo"
     p = torchrun(["train.py", "--recipe", "tiny", "--max-steps", "2", "--output-dir", str(out), "--eval-k", "0"], timeout=1500)
     m = _metrics(out)
     assert [r["step"] for r in m] == [1, 2] and KEYS <= set(m[0])
+    want = "bfloat16/bfloat16" if cpu_has_native_bf16() else "float32/float32"
+    assert f"dtype={want} (update/rollout)" in p.stdout, p.stdout[:2000]
     lines = [l.strip() for l in (p.stdout + p.stderr).replace("\r", "\n").splitlines() if l.strip()]
     lines = [l for l in lines if "torch/distributed/run.py" not in l]  # torchrun's own OMP_NUM_THREADS banner
     assert sum(l.startswith("[s1 ") for l in lines) == 2
@@ -92,7 +91,7 @@ def test_tensor_parallel_group_of_two_cpu_ranks(boxed_model, small_sum_jsonl, tm
     """--tensor-parallel-size 2: both ranks form one vLLM TP group (same prompts, same
     seed), then split the group's samples for the FSDP2 update."""
     out = tmp_path / "tp"
-    torchrun(["train.py", "--recipe", "tiny", *DTYPE, "--model", boxed_model, "--data", small_sum_jsonl,
+    torchrun(["train.py", "--recipe", "tiny", "--model", boxed_model, "--data", small_sum_jsonl,
               "--output-dir", str(out), "--rollout-batch-size", "4", "--mini-batch-size", "4",
               "--group-size", "4", "--max-response-len", "16", "--max-steps", "1", "--rollout-tensor-parallel-size", "2",
               "--eval-k", "0"])
@@ -104,7 +103,7 @@ def test_tensor_parallel_group_of_two_cpu_ranks(boxed_model, small_sum_jsonl, tm
 
 
 def _common(model, data, out) -> list[str]:
-    return ["train.py", "--recipe", "tiny", *DTYPE, "--model", model, "--data", data, "--output-dir", str(out),
+    return ["train.py", "--recipe", "tiny", "--model", model, "--data", data, "--output-dir", str(out),
             "--rollout-batch-size", "8", "--mini-batch-size", "4", "--group-size", "4", "--max-response-len", "24",
             "--eval-k", "0"]
 
@@ -223,7 +222,7 @@ def test_a_rank_with_only_over_long_prompts_finishes(G, extra, boxed_model, tmp_
     data = tmp_path / "one_long.jsonl"
     data.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")
     out = tmp_path / "run"
-    torchrun(["train.py", "--recipe", "tiny", *DTYPE, "--model", boxed_model, "--data", str(data), "--output-dir", str(out),
+    torchrun(["train.py", "--recipe", "tiny", "--model", boxed_model, "--data", str(data), "--output-dir", str(out),
               "--rollout-batch-size", "2", "--mini-batch-size", "2", "--group-size", str(G), "--max-response-len", "16",
               "--rollout-max-prompt-len", "64", "--max-steps", "2", "--rejection-sampling", "false", "--eval-k", "0", *extra],
              timeout=900)
