@@ -223,11 +223,18 @@ def _grade_in_pool(rows, responses, todo: list[int], workers: int, out: list) ->
     from concurrent.futures.process import BrokenProcessPool
 
     left = []
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+    try:
         futures = [(i, pool.submit(_score_one, (rows[i], responses[i]))) for i in todo]
         for i, f in futures:
             try:
                 out[i] = f.result()
             except BrokenProcessPool:  # a worker died: every future not done fails with it
                 left.append(i)
+    except BaseException:  # e.g. preemption.Preempted: stop grading now, not after the batch
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return left
