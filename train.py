@@ -676,6 +676,9 @@ def preempted(run: Run) -> None:
             "exit_code": 75, "seconds_since_signal": round(run.preempt.seconds_since_signal(), 1)}))
         if run.logger is not None:
             run.logger.close()
+    # Nobody leaves before rank 0 has written the marker: torchrun SIGTERMs the ranks still
+    # running as soon as one exits, and a late second signal would cut rank 0 short.
+    torch.distributed.barrier()
     what = (f"checkpoint step_{run.it:08d} written in {time.perf_counter() - t0:.1f} s" if wrote else
             f"the newest checkpoint holds step {run.saved}" if run.saved else "no step done yet, nothing to save")
     run.preempt.exit(f"[magic] preempted after {run.it} steps of stage {run.cfg.stage}: {what}, "
