@@ -255,13 +255,13 @@ def newest_loadable(root: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
     return None, skipped
 
 
-def load_checkpoint(folder: Path, model, optim) -> tuple[dict, dict]:
-    """Load model + optimizer shards in place; return (meta, this rank's state).
+def load_checkpoint(folder: Path, model, optim) -> tuple[dict, list[dict]]:
+    """Load model + optimizer shards in place; return (meta, the writers' rank states).
 
     The checkpoint may come from another number of ranks (a lost node, a bigger
     allocation): DCP reads each rank's new shard from whichever saved shards overlap it
-    (resharding), and the per-rank prompt statistics of all the writers are merged into
-    rank 0's state (they are sums per prompt: finish_stage merges every rank's anyway)."""
+    (resharding). The per-rank states (prompt statistics: sums per prompt) of every
+    writer are returned on rank 0 for the caller to merge, and none on the others."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
@@ -270,14 +270,8 @@ def load_checkpoint(folder: Path, model, optim) -> tuple[dict, dict]:
     state = {"model": model_sd, "optim": optim_sd}
     dcp.load(state, checkpoint_id=str(folder))
     set_state_dict(model, optim, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    mine = {"stats": {"correct": {}, "seen": {}}}
-    if dist.get_rank() == 0:  # every writer's statistics, summed per prompt
-        for r in range(int(meta["world_size"])):
-            part = torch.load(folder / f"rank{r}.pt", weights_only=False)["stats"]
-            for p, n in part["seen"].items():
-                mine["stats"]["seen"][p] = mine["stats"]["seen"].get(p, 0) + n
-                mine["stats"]["correct"][p] = mine["stats"]["correct"].get(p, 0.0) + part["correct"][p]
-    return meta, mine
+    writers = range(int(meta["world_size"])) if dist.get_rank() == 0 else ()
+    return meta, [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in writers]
 
 
 def seed_everything(seed: int) -> None:

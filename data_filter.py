@@ -116,6 +116,17 @@ class PromptStats:
             self.seen[p] = self.seen.get(p, 0) + n
             self.correct[p] = self.correct.get(p, 0.0) + other.correct[p]
 
+    @classmethod
+    def merged(cls, states: list[dict]) -> "PromptStats":
+        """One PromptStats from several state_dicts (every rank's, or every writer's of a
+        checkpoint): counts add up per prompt."""
+        out = cls()
+        for state in states:
+            part = cls()
+            part.load_state_dict(state)
+            out.merge(part)
+        return out
+
     def state_dict(self) -> dict:
         return {"correct": dict(self.correct), "seen": dict(self.seen)}
 

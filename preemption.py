@@ -17,8 +17,8 @@ The protocol (train.py follows it; every rule is a line below):
    in-flight rollout is abandoned (it is the only work lost). Everywhere else -- the
    update, the weight sync, a checkpoint -- every rank must finish the same collectives,
    so the signal only marks the rank and the step runs to its end.
-3. Once per step, right after grading, every rank calls `agree()`: an all-reduce of the
-   marks. Each rank reaches it exactly once per step (done with phases 1-3, or
+3. Once per step, right after grading, every rank all-reduces `signalled` (max): one
+   agreement on the marks. Each rank reaches it exactly once per step (done with phases 1-3, or
    interrupted in them), so the collectives match; if any rank was signalled, all stop
    there. No state of the step has changed yet (the data position, the statistics, the
    weights), so what is saved is exactly the last complete step.
@@ -36,7 +36,7 @@ signal's exception and exits 1 (torch/distributed/elastic/agent/server/api.py:75
 So rank 0 also writes <output-dir>/preempted.json (the step, the checkpoint, the exit
 code) for a job script to read.
 
-Imports: nothing of the project (torch.distributed). Exports: EXIT_PREEMPTED, Preempted,
+Imports: nothing of the project (the standard library only). Exports: EXIT_PREEMPTED, Preempted,
 Preemption.
 """
 
@@ -48,9 +48,6 @@ import signal
 import sys
 import threading
 import time
-
-import torch
-import torch.distributed as dist
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "preempted, resume me"
 DEBOUNCE_S = 5.0  # signals closer than this to the first are copies of it, not a second one
@@ -104,16 +101,12 @@ class Preemption:
         finally:
             self._interruptible = False
 
-    def agree(self) -> bool:
-        """Whether any rank was signalled (every rank calls this once per step, at the
-        same point)."""
-        flag = torch.tensor([0.0 if self.signalled_at is None else 1.0])
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            # gloo reduces CPU tensors; nccl needs the rank's GPU.
-            if dist.get_backend() == "nccl":
-                flag = flag.cuda()
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+    @property
+    def signalled(self) -> float:
+        """1.0 once this rank got a SIGTERM, else 0.0: the value every rank all-reduces
+        (max) once per step, at the same point (step 3; train.py uses
+        distributed.all_max)."""
+        return 0.0 if self.signalled_at is None else 1.0
 
     def seconds_since_signal(self) -> float:
         return time.monotonic() - self.signalled_at if self.signalled_at is not None else 0.0

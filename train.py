@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             pass  # this step's rollout is abandoned; nothing of the run's state has changed
         # Preemption's safe point, once per step (one tiny all-reduce): if any rank got a
         # SIGTERM, every rank saves the last complete step and exits 75 (preemption.py).
-        if run.preempt.agree():
+        if distributed.all_max(run.preempt.signalled):
             preempted(run)
         # ==== 4. per-prompt accuracy, recorded BEFORE rejection sampling ===================
         for g, pi in enumerate(prompts):  # rejection drops the G/G groups online filtering needs
@@ -407,7 +407,7 @@ def resume_or_start_fresh(run: Run) -> None:
         # with the same data position, controller, RNG streams and statistics.
         if not run.engine.sleeping:  # the order start_stage keeps; a GPU would run out of memory
             raise RuntimeError("load_checkpoint needs the rollout engine asleep (engine.sleep() first)")
-        meta, mine = load_checkpoint(ckpt, run.model, run.optim)
+        meta, writers = load_checkpoint(ckpt, run.model, run.optim)
         if run.device.type == "cuda":  # load temporaries out of torch's cache before vLLM wakes
             torch.cuda.empty_cache()
         if meta["order"] != run.order:
@@ -415,7 +415,7 @@ def resume_or_start_fresh(run: Run) -> None:
         run.it, run.draw = meta["done"], meta.get("draws", meta["done"])  # (older checkpoints: one draw per step)
         run.saved = run.it
         run.ent_ctl.load_state_dict(meta["entropy_controller"])
-        run.stats.load_state_dict(mine["stats"])  # rank 0: every writer's, merged; the others: none yet
+        run.stats = data_filter.PromptStats.merged([w["stats"] for w in writers])  # rank 0: every writer's
         distributed.print0(f"[magic] resumed from {ckpt} after {run.it} steps of stage {cfg.stage}" + (
             f" (written by {meta['world_size']} ranks, resharded onto {run.world})" if meta["world_size"] != run.world else ""))
     elif run.rank == 0:
@@ -702,12 +702,7 @@ def finish_stage(run: Run) -> None:
     # by rank 0 into final.tmp/ and renamed (checkpoint.save_hf).
     save_hf(run.model, run.tokenizer, run.stage_dir / "final")
     if run.rank == 0:
-        merged = data_filter.PromptStats()
-        for state in parts:
-            part = data_filter.PromptStats()
-            part.load_state_dict(state)
-            merged.merge(part)
-        merged.save(str(run.stage_dir / "prompt_stats.json"))
+        data_filter.PromptStats.merged(parts).save(str(run.stage_dir / "prompt_stats.json"))
         (run.stage_dir / "final_step.json").write_text(json.dumps({"global_step": run.step0 + run.steps}))
         plots.try_plot_run(run.out, run.cfg.target_entropy)
         run.logger.close()
