@@ -31,7 +31,8 @@ Imports: course_checks (and through it torch); pytest (check only). The graded f
 (loss.py, entropy_control.py, data_filter.py, eval.py, packing.py) are loaded by path at
 check time, from the copy and from this folder; no trainer file imports this one. `make`
 copies course.py, course_checks.py and EXERCISES.md into the student's copy with the rest.
-Exports: EXERCISES, LABS, make, grade, passed, report, figure_runs, lab_commands, main.
+Exports: EXERCISES, LABS, LAB_HALVED, LAB_SET, LAB_FLAGS, make, grade, passed, report,
+figure_runs, lab_scale, lab_commands, main.
 """
 from __future__ import annotations
 
@@ -422,25 +423,52 @@ def report(results: dict[int, dict]) -> str:
 @dataclass(frozen=True)
 class Lab:
     """Two of make_figures.sh's runs that differ in one flag, and the figures compared. The
-    flags are read from the script; only the step count is the lab's own, so that the pair
-    fits ~15 minutes on 2 cores (lab 3: 20 steps where the script runs 30). `title` and
-    `section` are printed by `list` and titled on the figures; `labels` name the two runs in
-    the figures' legend, in the order of `runs`."""
+    flags are read from the script and scaled down to the labs' size (LAB_HALVED, LAB_SET,
+    LAB_FLAGS below); `sets` changes a flag of the lab's first run. `title` and `section`
+    are printed by `list` and titled on the figures; `labels` name the two runs in the
+    figures' legend, in the order of `runs`."""
     n: int
     title: str
     section: str
     runs: tuple  # make_figures.sh run names
     labels: tuple
-    steps: int  # the training steps of each run (fits ~15 min on 2 cores; see EXERCISES.md)
+    steps: int  # the training steps of each run
+    sets: tuple = ()  # (flag, value) pairs the lab changes in its FIRST run's own flags
+
+
+# The labs' size. make_figures.sh's runs (8 prompts x 8 samples, T 128, lr 2e-5) took 17-18
+# minutes for 15 steps on the slowest 2-core machine measured, an AVX2-only EPYC where the
+# tiny recipe trains in float32 (EXERCISES.md); a lab of two such runs took 29-35 minutes.
+# So every lab run halves the prompts per rollout batch (D_R, and D_T with it, so that
+# D_R/D_T and with it N_SGD stay the script's), halves T to 64 tokens, and doubles the
+# learning rate, so that entropy still collapses within the lab's 10 steps. A run then took
+# 5-7.5 minutes there, a lab 13-15; every other flag is the script's.
+LAB_HALVED = ("--rollout-batch-size", "--mini-batch-size")  # D_R, D_T
+LAB_SET = {"--lr": "4e-5"}  # replaces the script's value
+LAB_FLAGS = ("--max-response-len", "64")  # added (the script keeps the recipe's T 128)
+
+
+def lab_scale(flags: list[str], sets: dict = LAB_SET) -> list[str]:
+    """make_figures.sh's flags at the labs' size: LAB_HALVED halved, `sets` replaced.
+
+    >>> lab_scale(["--rollout-batch-size", "8", "--mini-batch-size", "4", "--lr", "2e-5", "--group-size", "8"])
+    ['--rollout-batch-size', '4', '--mini-batch-size', '2', '--lr', '4e-5', '--group-size', '8']
+    """
+    return [str(int(v) // 2) if i and flags[i - 1] in LAB_HALVED else sets.get(flags[i - 1], v) if i else v
+            for i, v in enumerate(flags)]
 
 
 # Each lab pairs two of make_figures.sh's runs that differ in one setting (the labels say
-# which), so its figure isolates that setting; lab 2 reuses lab 1's tau 1.0 run.
-LABS = {1: Lab(1, "sampling temperature vs entropy collapse", "§3.2.4, Fig. 9", ("tau0.6", "tau1.0"), ("tau 0.6", "tau 1.0"), 15),
+# which), so its figure isolates that setting. Lab 3 reuses lab 1's tau 1.0 run (the
+# script's 30-step "off30" is the same run as "tau1.0", only longer). Lab 2 trains 8 steps:
+# its N_SGD 4 run updates on every sample twice (N_reuse 2), a longer update per step. Lab
+# 3's controller moves by delta 0.1 where the script's moves by 0.05: in 10 steps, 0.05 a
+# step would not reach a coefficient that lifts entropy back over the target.
+LABS = {1: Lab(1, "sampling temperature vs entropy collapse", "§3.2.4, Fig. 9", ("tau0.6", "tau1.0"), ("tau 0.6", "tau 1.0"), 10),
         2: Lab(2, "more SGD steps per rollout (N_SGD)", "§4.4, Fig. 16", ("reuse4", "tau1.0"),
-               ("4 SGD steps per rollout", "1 SGD step"), 15),
-        3: Lab(3, "adaptive entropy control on/off", "§3.2.5, §4.5, Fig. 10", ("adaptive", "off30"),
-               ("adaptive: delta 0.05 max 1.0", "no entropy term"), 20)}
+               ("4 SGD steps per rollout", "1 SGD step"), 8),
+        3: Lab(3, "adaptive entropy control on/off", "§3.2.5, §4.5, Fig. 10", ("adaptive", "tau1.0"),
+               ("adaptive: delta 0.1 max 1.0", "no entropy term"), 10, (("--entropy-delta", "0.1"),))}
 
 
 def figure_runs(script: Path = ROOT / "make_figures.sh") -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
@@ -472,9 +500,11 @@ def lab_commands(n: int, steps: int | None = None, out: str = "runs/labs") -> li
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # make_figures.sh's run(): 2 processes (one per core, gloo on CPU), the common flags, the
-    # lab's step count, then the run's own flags last, so that they win over the common ones.
+    # lab's size and step count, then the run's own flags last, so that they win over the
+    # common ones (with the lab's own changes in its first run).
     cmds = [[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "train.py",
-             *common, "--max-steps", str(steps), "--output-dir", d, *runs[r]] for r, d in zip(lab.runs, dirs)]
+             *lab_scale(common), *LAB_FLAGS, "--max-steps", str(steps), "--output-dir", d,
+             *lab_scale(runs[r], {**LAB_SET, **dict(lab.sets if i == 0 else ())})] for i, (r, d) in enumerate(zip(lab.runs, dirs))]
     # plots.py --compare draws one metric of both runs on one figure, per training step.
     plot = [sys.executable, "plots.py", "--compare", *dirs, "--labels", ",".join(lab.labels)]
     cmds.append(plot + ["--key", "entropy", "--title", f"lab {n}: {lab.title}", "--out", f"{out}/lab{n}_entropy.png"]

@@ -142,12 +142,25 @@ def test_labs_run_make_figures_settings():
     for lab in course.LABS.values():
         assert set(lab.runs) <= set(runs), f"lab {lab.n}: make_figures.sh has no run {set(lab.runs) - set(runs)}"
     cmds = course.lab_commands(3)
-    adaptive = cmds[0]
-    assert adaptive[adaptive.index("train.py") + 1:][: len(common)] == common  # make_figures.sh's common flags
-    assert adaptive[-8:] == ["--entropy-mode", "adaptive", "--target-entropy", env["TARGET"], "--entropy-delta", "0.05",
-                             "--entropy-coef-max", "1.0"]
-    assert adaptive[adaptive.index("--max-steps") + 1] == "20"
+    adaptive, off = cmds[0], cmds[1]
+    flags = adaptive[adaptive.index("train.py") + 1:]
+    # make_figures.sh's common flags at the labs' size: D_R and D_T halved, lr doubled, nothing else.
+    assert flags[: len(common)] == course.lab_scale(common) != common
+    assert [(a, b) for a, b in zip(common, flags) if a != b] == [("8", "4"), ("8", "4"), ("2e-5", "4e-5")]
+    assert flags[len(common):][:2] == list(course.LAB_FLAGS) == ["--max-response-len", "64"]
+    # The run's own flags last, with the lab's own change: delta 0.1 where the script has 0.05.
+    assert flags[-8:] == ["--entropy-mode", "adaptive", "--target-entropy", env["TARGET"], "--entropy-delta", "0.1",
+                          "--entropy-coef-max", "1.0"]
+    assert runs["adaptive"][runs["adaptive"].index("--entropy-delta") + 1] == "0.05"
+    assert flags[flags.index("--max-steps") + 1] == "10"
+    # The run without control is lab 1's tau 1.0 run (same flags, same folder: reused).
+    tau1 = course.lab_commands(1)[1]
+    assert off[:4] + off[5:] == tau1[:4] + tau1[5:]  # all but the free --master_port
+    assert off[-4:] == ["--entropy-mode", "off", "--temperature", "1.0"]
     assert cmds[2][-2:] == ["--target", env["TARGET"]]  # the entropy figure draws the target line
+    # Lab 2 keeps the script's D_R/D_T = 2 (N_SGD 4 with N_reuse 2): mini-batch 4 of 8 becomes 2 of 4.
+    reuse = course.lab_commands(2)[0]
+    assert reuse[-6:] == ["--temperature", "1.0", "--n-reuse", "2", "--mini-batch-size", "2"]
 
 
 def test_bad_input_is_named(blanked, tmp_path):
