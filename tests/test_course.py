@@ -163,6 +163,27 @@ def test_labs_run_make_figures_settings():
     assert reuse[-6:] == ["--temperature", "1.0", "--n-reuse", "2", "--mini-batch-size", "2"]
 
 
+def test_lab_commands_parse_to_the_labs_size():
+    """Every lab run's flags go through train.py's own parser (recipes.parse_config), so a
+    renamed flag fails here rather than in a student's first lab; the configs are the
+    labs' size: D_R 4, T 64, lr 4e-5, N_SGD 4 only in lab 2's first run."""
+    import recipes
+
+    for n, lab in course.LABS.items():
+        runs = [c for c in course.lab_commands(n) if "train.py" in c]
+        assert len(runs) == 2
+        for i, cmd in enumerate(runs):
+            cfg = recipes.parse_config(cmd[cmd.index("train.py") + 1:])
+            assert (cfg.recipe, cfg.rollout_batch_size, cfg.group_size, cfg.max_response_len, cfg.lr) == ("tiny", 4, 8, 64, 4e-5)
+            assert cfg.max_steps == lab.steps and cfg.eval_k == 0
+            n_sgd = cfg.n_reuse * cfg.rollout_batch_size // cfg.mini_batch_size
+            assert n_sgd == (4 if (n, i) == (2, 0) else 1), (n, i, n_sgd)
+            assert cfg.entropy_mode == ("adaptive" if (n, i) == (3, 0) else "off")
+            assert cfg.temperature == (0.6 if (n, i) == (1, 0) else 1.0)
+    adaptive = recipes.parse_config(course.lab_commands(3)[0][course.lab_commands(3)[0].index("train.py") + 1:])
+    assert (adaptive.entropy_delta, adaptive.entropy_coef_max, adaptive.target_entropy) == (0.1, 1.0, 1.5)
+
+
 def test_bad_input_is_named(blanked, tmp_path):
     with pytest.raises(SystemExit, match=f"{blanked} exists and is not empty"):
         course.main(["make", str(blanked)])
