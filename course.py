@@ -31,8 +31,8 @@ Imports: course_checks (and through it torch); pytest (check only). The graded f
 (loss.py, entropy_control.py, data_filter.py, eval.py, packing.py) are loaded by path at
 check time, from the copy and from this folder; no trainer file imports this one. `make`
 copies course.py, course_checks.py and EXERCISES.md into the student's copy with the rest.
-Exports: EXERCISES, LABS, LAB_HALVED, LAB_SET, LAB_FLAGS, make, grade, passed, report,
-figure_runs, lab_scale, lab_commands, main.
+Exports: EXERCISES, LABS, LAB_HALVED, LAB_SET, make, grade, passed, report, figure_runs,
+lab_scale, lab_commands, main.
 """
 from __future__ import annotations
 
@@ -423,17 +423,17 @@ def report(results: dict[int, dict]) -> str:
 @dataclass(frozen=True)
 class Lab:
     """Two of make_figures.sh's runs that differ in one flag, and the figures compared. The
-    flags are read from the script and scaled down to the labs' size (LAB_HALVED, LAB_SET,
-    LAB_FLAGS below); `sets` changes a flag of the lab's first run. `title` and `section`
-    are printed by `list` and titled on the figures; `labels` name the two runs in the
-    figures' legend, in the order of `runs`."""
+    flags are read from the script and scaled down to the labs' size (LAB_HALVED and
+    LAB_SET below); `sets` changes flags of the lab's first run the same way. `title` and
+    `section` are printed by `list` and titled on the figures; `labels` name the two runs
+    in the figures' legend, in the order of `runs`."""
     n: int
     title: str
     section: str
     runs: tuple  # make_figures.sh run names
     labels: tuple
     steps: int  # the training steps of each run
-    sets: tuple = ()  # (flag, value) pairs the lab changes in its FIRST run's own flags
+    sets: tuple = ()  # (flag, value) pairs set in its FIRST run's own flags (see lab_scale)
 
 
 # The labs' size. make_figures.sh's runs (8 prompts x 8 samples, T 128, lr 2e-5) took 17-18
@@ -443,19 +443,29 @@ class Lab:
 # D_R/D_T and with it N_SGD stay the script's), halves T to 64 tokens, and doubles the
 # learning rate, so that entropy still collapses within the lab's 10 steps. A run then took
 # 5-7.5 minutes there, a lab 13-15; every other flag is the script's.
-LAB_HALVED = ("--rollout-batch-size", "--mini-batch-size")  # D_R, D_T
-LAB_SET = {"--lr": "4e-5"}  # replaces the script's value
-LAB_FLAGS = ("--max-response-len", "64")  # added (the script keeps the recipe's T 128)
+LAB_HALVED = ("--rollout-batch-size", "--mini-batch-size")  # D_R, D_T (every run's flags)
+LAB_SET = {"--lr": "4e-5", "--max-response-len": "64"}  # set in the script's common flags
 
 
-def lab_scale(flags: list[str], sets: dict = LAB_SET) -> list[str]:
-    """make_figures.sh's flags at the labs' size: LAB_HALVED halved, `sets` replaced.
+def lab_scale(flags: list[str], sets: dict) -> list[str]:
+    """make_figures.sh's flags at the labs' size: the values of LAB_HALVED's flags halved,
+    each flag of `sets` given its value (replaced where the flags have it, else appended,
+    so that every flag appears once in the printed command).
 
-    >>> lab_scale(["--rollout-batch-size", "8", "--mini-batch-size", "4", "--lr", "2e-5", "--group-size", "8"])
-    ['--rollout-batch-size', '4', '--mini-batch-size', '2', '--lr', '4e-5', '--group-size', '8']
+    >>> lab_scale(["--rollout-batch-size", "8", "--mini-batch-size", "4", "--lr", "2e-5"],
+    ...           {"--lr": "4e-5", "--max-response-len": "64"})
+    ['--rollout-batch-size', '4', '--mini-batch-size', '2', '--lr', '4e-5', '--max-response-len', '64']
     """
-    return [str(int(v) // 2) if i and flags[i - 1] in LAB_HALVED else sets.get(flags[i - 1], v) if i else v
-            for i, v in enumerate(flags)]
+    out = list(flags)
+    for i in range(1, len(out)):
+        if flags[i - 1] in LAB_HALVED:
+            out[i] = str(int(flags[i]) // 2)
+        elif flags[i - 1] in sets:
+            out[i] = sets[flags[i - 1]]
+    for flag, value in sets.items():
+        if flag not in flags:
+            out += [flag, value]
+    return out
 
 
 # Each lab pairs two of make_figures.sh's runs that differ in one setting (the labels say
@@ -499,12 +509,12 @@ def lab_commands(n: int, steps: int | None = None, out: str = "runs/labs") -> li
     with socket.socket() as s:  # a free port, so a lab beside another torchrun job does not collide
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # make_figures.sh's run(): 2 processes (one per core, gloo on CPU), the common flags, the
-    # lab's size and step count, then the run's own flags last, so that they win over the
-    # common ones (with the lab's own changes in its first run).
+    # make_figures.sh's run(): 2 processes (one per core, gloo on CPU), the common flags at
+    # the labs' size, the lab's step count, then the run's own flags last, so that they win
+    # over the common ones (with the lab's own `sets` in its first run).
     cmds = [[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "train.py",
-             *lab_scale(common), *LAB_FLAGS, "--max-steps", str(steps), "--output-dir", d,
-             *lab_scale(runs[r], {**LAB_SET, **dict(lab.sets if i == 0 else ())})] for i, (r, d) in enumerate(zip(lab.runs, dirs))]
+             *lab_scale(common, LAB_SET), "--max-steps", str(steps), "--output-dir", d,
+             *lab_scale(runs[r], dict(lab.sets) if i == 0 else {})] for i, (r, d) in enumerate(zip(lab.runs, dirs))]
     # plots.py --compare draws one metric of both runs on one figure, per training step.
     plot = [sys.executable, "plots.py", "--compare", *dirs, "--labels", ",".join(lab.labels)]
     cmds.append(plot + ["--key", "entropy", "--title", f"lab {n}: {lab.title}", "--out", f"{out}/lab{n}_entropy.png"]

@@ -144,10 +144,11 @@ def test_labs_run_make_figures_settings():
     cmds = course.lab_commands(3)
     adaptive, off = cmds[0], cmds[1]
     flags = adaptive[adaptive.index("train.py") + 1:]
-    # make_figures.sh's common flags at the labs' size: D_R and D_T halved, lr doubled, nothing else.
-    assert flags[: len(common)] == course.lab_scale(common) != common
+    # make_figures.sh's common flags at the labs' size: D_R and D_T halved, lr doubled, T 64
+    # appended (the script keeps the recipe's 128), nothing else.
+    assert flags[: len(common) + 2] == course.lab_scale(common, course.LAB_SET) != common
     assert [(a, b) for a, b in zip(common, flags) if a != b] == [("8", "4"), ("8", "4"), ("2e-5", "4e-5")]
-    assert flags[len(common):][:2] == list(course.LAB_FLAGS) == ["--max-response-len", "64"]
+    assert "--max-response-len" not in common and flags[len(common):][:2] == ["--max-response-len", "64"]
     # The run's own flags last, with the lab's own change: delta 0.1 where the script has 0.05.
     assert flags[-8:] == ["--entropy-mode", "adaptive", "--target-entropy", env["TARGET"], "--entropy-delta", "0.1",
                           "--entropy-coef-max", "1.0"]
@@ -163,24 +164,33 @@ def test_labs_run_make_figures_settings():
     assert reuse[-6:] == ["--temperature", "1.0", "--n-reuse", "2", "--mini-batch-size", "2"]
 
 
+def test_a_lab_set_the_run_lacks_is_appended():
+    # A student editing LABS (EXERCISES.md, lab 3 question 3) may set a flag the run does not
+    # give: it must reach train.py, not be dropped.
+    flags = ["--mini-batch-size", "4", "--temperature", "1.0"]
+    assert course.lab_scale(flags, {"--entropy-delta": "0.2"}) == ["--mini-batch-size", "2", "--temperature", "1.0",
+                                                                   "--entropy-delta", "0.2"]
+
+
 def test_lab_commands_parse_to_the_labs_size():
     """Every lab run's flags go through train.py's own parser (recipes.parse_config), so a
     renamed flag fails here rather than in a student's first lab; the configs are the
     labs' size: D_R 4, T 64, lr 4e-5, N_SGD 4 only in lab 2's first run."""
     import recipes
 
+    cfgs = {}
     for n, lab in course.LABS.items():
         runs = [c for c in course.lab_commands(n) if "train.py" in c]
         assert len(runs) == 2
         for i, cmd in enumerate(runs):
-            cfg = recipes.parse_config(cmd[cmd.index("train.py") + 1:])
+            cfg = cfgs[n, i] = recipes.parse_config(cmd[cmd.index("train.py") + 1:])
             assert (cfg.recipe, cfg.rollout_batch_size, cfg.group_size, cfg.max_response_len, cfg.lr) == ("tiny", 4, 8, 64, 4e-5)
             assert cfg.max_steps == lab.steps and cfg.eval_k == 0
             n_sgd = cfg.n_reuse * cfg.rollout_batch_size // cfg.mini_batch_size
             assert n_sgd == (4 if (n, i) == (2, 0) else 1), (n, i, n_sgd)
             assert cfg.entropy_mode == ("adaptive" if (n, i) == (3, 0) else "off")
             assert cfg.temperature == (0.6 if (n, i) == (1, 0) else 1.0)
-    adaptive = recipes.parse_config(course.lab_commands(3)[0][course.lab_commands(3)[0].index("train.py") + 1:])
+    adaptive = cfgs[3, 0]
     assert (adaptive.entropy_delta, adaptive.entropy_coef_max, adaptive.target_entropy) == (0.1, 1.0, 1.5)
 
 
